@@ -1,0 +1,65 @@
+"""GPENModel: a loaded network plus what callers need to know about it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ImageError
+from .network import GPEN, GPENConfig
+
+
+class GPENModel:
+    """A GPEN network ready for inference, with its inferred config and source file.
+
+    ``net.forward`` takes float (B,3,S,S) RGB in [-1,1] and returns the same layout, range, dtype
+    and device. :meth:`restore_crops` wraps it for aligned uint8 RGB face crops.
+    """
+
+    def __init__(self, net: GPEN, path: Path | None = None):
+        self.net = net
+        self.path = path
+
+    @property
+    def config(self) -> GPENConfig:
+        return self.net.config
+
+    @property
+    def size(self) -> int:
+        """Side S of the square face crop the network takes and returns, in pixels."""
+        return self.net.config.size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def to(self, device: str | torch.device) -> GPENModel:
+        """Move the weights to ``device`` in place; returns self."""
+        self.net.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        name = self.path.name if self.path else "in-memory"
+        return f"GPENModel({name}, size={self.size}, device={self.device}, dtype={self.dtype})"
+
+    @torch.inference_mode()
+    def restore_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Restore aligned faces: (B,S,S,3) uint8 RGB -> (B,S,S,3) uint8 RGB.
+
+        Official pre/post-processing: (x/255 - 0.5)/0.5 in; x*0.5 + 0.5, clamp to [0,1], *255,
+        rounded (the official truncates) out.
+        """
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
+            raise ImageError(f"restore_crops needs uint8 RGB crops of shape (B, {self.size}, {self.size}, 3), "
+                             f"got {crops.dtype} {crops.shape}; align faces to the model size first")
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2)
+        x = ((x.float() / 255.0 - 0.5) / 0.5).to(self.dtype)
+        y = self.net(x).float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).round_()
+        return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,332 @@
+"""GPEN network (Yang et al., CVPR 2021): a conv encoder whose features feed a StyleGAN2 generator.
+
+Module and parameter names follow the official ``FullGenerator`` so its checkpoints load strictly.
+The arithmetic is rearranged for speed without changing the function:
+
+* the ``sqrt(2)`` gain of every fused leaky ReLU is not applied to the activation map; it is
+  carried into the weights of whatever consumes that map (``gain`` arguments below);
+* biases are added by the convolution (or by the blur that follows it), not by a separate pass;
+* feature maps are channels-last, and each encoder feature is freed after its last use;
+* a batch is processed one sample at a time, so every modulated convolution is a plain one.
+
+All tensors are NCHW (channels-last in memory), RGB, values in [-1, 1] at the ends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
+
+
+@dataclass(frozen=True)
+class GPENConfig:
+    """Hyper-parameters of a GPEN network, as the official ``FullGenerator`` takes them."""
+
+    size: int
+    channel_multiplier: int = 2
+    narrow: float = 1.0
+    style_dim: int = 512
+    n_mlp: int = 8
+
+    @property
+    def log_size(self) -> int:
+        return int(math.log2(self.size))
+
+    @property
+    def channels(self) -> dict[int, int]:
+        """Feature channels per resolution: 512 up to 32 px, then halving; scaled and truncated."""
+        table = {}
+        for log in range(2, self.log_size + 1):
+            res = 2**log
+            base = 512 if res <= 32 else (16384 // res) * self.channel_multiplier
+            table[res] = int(base * self.narrow)
+        return table
+
+
+def _blur_kernel(scale: float = 1.0) -> torch.Tensor:
+    k = torch.tensor(BLUR_KERNEL)
+    k = k[None, :] * k[:, None]
+    return k / k.sum() * scale
+
+
+def _depthwise(kernel: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """A 2-D FIR kernel as a depthwise conv weight; flipped because conv2d correlates."""
+    return kernel.flip([0, 1]).to(dtype).expand(channels, 1, *kernel.shape).contiguous()
+
+
+class PixelNorm(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
+class Blur(nn.Module):
+    """Fixed low-pass FIR filter (the anti-aliasing kernel of StyleGAN2), stored as a buffer."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.register_buffer("kernel", _blur_kernel(scale))
+
+    def forward(self, x: torch.Tensor, padding: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+        weight = _depthwise(self.kernel, x.shape[1], x.dtype)
+        return F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+
+
+class Upsample(Blur):
+    """2x upsampling: zero insertion then the blur kernel (times 4), done as one transposed conv."""
+
+    def __init__(self):
+        super().__init__(scale=4.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        weight = _depthwise(self.kernel, x.shape[1], x.dtype)
+        return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=x.shape[1])
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalized learning rate; optional fused leaky ReLU (times sqrt 2)."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, lr_mul: float = 1.0, activate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
+        self.bias = nn.Parameter(torch.empty(out_dim))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        weight = self.weight.to(x.dtype) * (self.scale * gain)
+        out = F.linear(x, weight, self.bias.to(x.dtype) * self.lr_mul)
+        return F.leaky_relu(out, 0.2) * SQRT2 if self.activate else out
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalized learning rate (weights scaled by 1/sqrt(fan_in) at run time)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channel, in_channel, kernel_size, kernel_size))
+        self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
+
+    def scaled_weight(self, dtype: torch.dtype, gain: float = 1.0) -> torch.Tensor:
+        return (self.weight.float() * (self.scale * gain)).to(dtype)
+
+
+class FusedLeakyReLU(nn.Module):
+    """Holds the per-channel bias of StyleGAN2's fused "bias + leaky ReLU(0.2) * sqrt 2"."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.empty(channels))
+
+
+class EncoderLayer(nn.Sequential):
+    """Encoder conv (1x1 at full size, else blur + 3x3 stride 2) with its fused bias/activation.
+
+    Returns ``leaky_relu(conv + bias)`` WITHOUT the sqrt 2 gain; consumers apply it.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, downsample: bool):
+        layers: list[nn.Module] = [Blur()] if downsample else []
+        layers += [EqualConv2d(in_channel, out_channel, 3 if downsample else 1), FusedLeakyReLU(out_channel)]
+        super().__init__(*layers)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:  # type: ignore[override]
+        *blur, conv, act = self
+        weight = conv.scaled_weight(x.dtype, gain)
+        bias = act.bias.to(x.dtype)
+        if self.downsample:
+            x = blur[0](x, padding=2)
+            out = F.conv2d(x, weight, bias, stride=2)
+        else:
+            out = F.conv2d(x, weight, bias)
+        return F.leaky_relu_(out, 0.2)
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated convolution (per-sample weights scaled by the style, then demodulated)."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, *,
+                 demodulate: bool = True, upsample: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channel)
+        self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
+        self.demodulate = demodulate
+        self.upsample = upsample
+        if upsample:
+            self.blur = Blur(scale=4.0)
+
+    def modulated_weight(self, style: torch.Tensor, gain: float) -> torch.Tensor:
+        """(out, in, k, k) float32 weight for one style vector (1, style_dim), input gain folded in."""
+        s = self.modulation(style.float()).view(1, -1, 1, 1)
+        weight = self.weight[0].float() * (s * self.scale)
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
+        return weight * gain
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, bias: torch.Tensor | None = None,
+                gain: float = 1.0) -> torch.Tensor:
+        weight = self.modulated_weight(style, gain).to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            return self.blur(out, padding=1, bias=bias)
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
+
+
+class NoiseInjection(nn.Module):
+    """GPEN's "noise": an encoder feature map, scaled by a learned scalar, concatenated as channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1))
+
+
+class StyledConv(nn.Module):
+    """Modulated conv, concatenated encoder feature, fused bias + leaky ReLU over both halves.
+
+    ``x`` and ``feature`` arrive without their sqrt 2 gain, and the output leaves without it.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, style_dim: int, upsample: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channel, out_channel, 3, style_dim, upsample=upsample)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channel * 2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor, gain: float) -> torch.Tensor:
+        bias = self.activate.bias.to(x.dtype)
+        out_channel = bias.shape[0] // 2
+        out = F.leaky_relu_(self.conv(x, style, bias[:out_channel], gain), 0.2)
+        noise_gain = float(self.noise.weight) * SQRT2
+        noise = torch.add(bias[out_channel:].view(1, -1, 1, 1), feature, alpha=noise_gain)
+        return torch.cat([out, F.leaky_relu_(noise, 0.2)], dim=1)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv to RGB (no demodulation) plus the upsampled RGB of the previous level."""
+
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample()
+        self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.empty(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style, self.bias.to(x.dtype).view(3), gain=SQRT2)
+        if skip is not None:
+            out += self.upsample(skip)
+        return out
+
+
+class ConstantInput(nn.Module):
+    def __init__(self, channel: int):
+        super().__init__()
+        self.input = nn.Parameter(torch.empty(1, channel, 4, 4))
+
+
+class Generator(nn.Module):
+    """StyleGAN2 synthesis network with GPEN's concatenated-feature "noise" inputs."""
+
+    def __init__(self, config: GPENConfig):
+        super().__init__()
+        channels = config.channels
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *(EqualLinear(config.style_dim, config.style_dim, lr_mul=0.01, activate=True)
+              for _ in range(config.n_mlp)),
+        )
+        self.input = ConstantInput(channels[4])
+        self.conv1 = StyledConv(channels[4], channels[4], config.style_dim)
+        self.to_rgb1 = ToRGB(channels[4] * 2, config.style_dim, upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_channel = channels[4]
+        for log in range(3, config.log_size + 1):
+            out_channel = channels[2**log]
+            self.convs.append(StyledConv(in_channel * 2, out_channel, config.style_dim, upsample=True))
+            self.convs.append(StyledConv(out_channel * 2, out_channel, config.style_dim))
+            self.to_rgbs.append(ToRGB(out_channel * 2, config.style_dim))
+            in_channel = out_channel
+
+    def forward(self, style: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        """One sample: ``style`` (1, style_dim) float32, ``features`` encoder maps from 4 px up.
+
+        ``features`` is consumed (emptied) so each map is freed after its last use.
+        """
+        w = self.style(style)
+        dtype = features[0].dtype
+        x = self.input.input.to(dtype).contiguous(memory_format=torch.channels_last)
+        feature = features.pop(0)
+        x = self.conv1(x, w, feature, gain=1.0)
+        skip = self.to_rgb1(x, w)
+        for up, conv, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
+            feature = features.pop(0)
+            x = up(x, w, feature, gain=SQRT2)
+            x = conv(x, w, feature, gain=SQRT2)
+            del feature
+            skip = to_rgb(x, w, skip)
+        return skip
+
+
+class GPEN(nn.Module):
+    """GPEN's ``FullGenerator``: image (B,3,S,S) RGB in [-1,1] -> restored image, same layout/range/dtype."""
+
+    def __init__(self, config: GPENConfig):
+        super().__init__()
+        self.config = config
+        channels = config.channels
+        self.generator = Generator(config)
+        self.ecd0 = nn.Sequential(EncoderLayer(3, channels[config.size], downsample=False))
+        for i, log in enumerate(range(config.log_size, 2, -1), start=1):
+            layer = EncoderLayer(channels[2**log], channels[2 ** (log - 1)], downsample=True)
+            setattr(self, f"ecd{i}", nn.Sequential(layer))
+        self.final_linear = nn.Sequential(EqualLinear(channels[4] * 16, config.style_dim, activate=True))
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Style vector (1, style_dim) float32 and encoder features ordered from 4 px up to S."""
+        features = []
+        x = image
+        for i in range(self.config.log_size - 1):
+            layer = getattr(self, f"ecd{i}")[0]
+            x = layer(x, gain=1.0 if i == 0 else SQRT2)
+            features.append(x)
+        style = self.final_linear[0](x.float().reshape(1, -1), gain=SQRT2)
+        return style, features[::-1]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for sample in image.split(1):
+            sample = sample.contiguous(memory_format=torch.channels_last)
+            style, features = self.encode(sample)
+            outputs.append(self.generator(style, features))
+        return torch.cat(outputs).contiguous()
+
+
+def init_random_(net: GPEN, seed: int = 0) -> GPEN:
+    """Fill every parameter with seeded random values of the official initialisation's scale.
+
+    For benchmarks and tests: same shapes and FLOPs as a real checkpoint, no trained behaviour.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            values = torch.randn(param.shape, generator=gen)
+            if name.endswith("modulation.bias"):
+                values = 1 + 0.1 * values
+            elif name.endswith("noise.weight"):
+                values = 0.1 * values
+            elif name.endswith("bias"):
+                values = 0.1 * values
+            elif ".style." in name:
+                values = values / 0.01
+            param.copy_(values)
+    return net
