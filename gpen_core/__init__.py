@@ -2,10 +2,13 @@
 
 from .checkpoint import inspect_checkpoint, load_model
 from .errors import CheckpointError, FaceDetectorError, GPENError, ImageError, ModelNotFoundError
+from .faces import Face
 from .model import GPENModel
 from .network import GPENConfig
+from .pipeline import RestoredFace, RestoreResult, restore_faces
 
 __all__ = [
     "CheckpointError", "FaceDetectorError", "GPENConfig", "GPENError", "GPENModel", "ImageError",
-    "ModelNotFoundError", "inspect_checkpoint", "load_model",
+    "ModelNotFoundError", "Face", "RestoredFace", "RestoreResult", "inspect_checkpoint", "load_model",
+    "restore_faces",
 ]

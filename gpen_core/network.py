@@ -203,11 +203,17 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor, gain: float) -> torch.Tensor:
         bias = self.activate.bias.to(x.dtype)
-        out_channel = bias.shape[0] // 2
-        out = F.leaky_relu_(self.conv(x, style, bias[:out_channel], gain), 0.2)
-        noise_gain = float(self.noise.weight) * SQRT2
-        noise = torch.add(bias[out_channel:].view(1, -1, 1, 1), feature, alpha=noise_gain)
-        return torch.cat([out, F.leaky_relu_(noise, 0.2)], dim=1)
+        half = bias.shape[0] // 2
+        conv = self.conv(x, style, bias[:half], gain)
+        # Both halves are written straight into one buffer: a torch.cat here costs a full extra pass.
+        out = torch.empty((conv.shape[0], 2 * half, *conv.shape[2:]), dtype=conv.dtype, device=conv.device,
+                          memory_format=torch.channels_last)
+        torch.ops.aten.leaky_relu.out(conv, 0.2, out=out[:, :half])
+        del conv
+        noise = out[:, half:]
+        torch.add(bias[half:].view(1, -1, 1, 1), feature, alpha=float(self.noise.weight) * SQRT2, out=noise)
+        F.leaky_relu_(noise, 0.2)
+        return out
 
 
 class ToRGB(nn.Module):

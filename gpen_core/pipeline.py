@@ -1,0 +1,203 @@
+"""restore_faces(): photo in, the same photo with its faces restored out (GPEN's official pipeline).
+
+Data flow: image -> faces (landmarks) -> aligned crops -> restored crops -> masks -> composite.
+Faces go through the network in batches and each batch is pasted at once into a running composite,
+so memory is bounded by the image size and the batch size, not by the number of faces.
+
+16-bit images: the network sees 8-bit crops, but the aligned input crop (for ``alpha``) is cut at
+16-bit precision and the composite is computed at 16 bits; pixels no face reaches stay bit-exact.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .alignment import alignment_transform, estimate_face_box, warp_to_crop
+from .blending import SMALL_FACE_PX, Compositor, match_colour, mix, soften_small_face
+from .errors import ImageError
+from .faces import Face, select_faces
+from .masks import make_mask_fn
+
+# torch >= 2.5 names it torch.OutOfMemoryError (same class as torch.cuda.OutOfMemoryError).
+_OOM_ERROR = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class RestoredFace:
+    """One face: the detection (``face``: box, score, landmarks in image px) and its S x S crops,
+    (S, S, 3) uint8 RGB, or None when crops were not kept (``keep_crops=False``, or not restored)."""
+    face: Face
+    aligned: np.ndarray | None = None
+    restored: np.ndarray | None = None
+
+
+@dataclass
+class RestoreResult:
+    """Output of restore_faces.
+
+    image: same shape, dtype and channels as the input (gray stays gray, RGBA keeps its alpha untouched).
+    mask: (H, W) float32 in [0, 1], how much of each pixel comes from a restored face.
+    timings: seconds per stage: detect, align, network, mask, paste, total.
+    mask_kind: the paste mask used: "parsing", "rectangle", or "none" when nothing was pasted.
+    """
+    image: np.ndarray
+    faces: list[RestoredFace]
+    mask: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    mask_kind: str = "none"
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.faces)
+
+
+def _colour_channels(image: np.ndarray) -> np.ndarray:
+    """(H, W, 1|3) view of the image's gray or RGB channels; ImageError for unsupported layouts."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"image must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise ImageError(f"image must be HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA), got shape {image.shape}")
+    return image[..., :3] if image.shape[2] == 4 else image
+
+
+def _to_rgb8(colour: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for detectors and networks, from (H, W, 1|3) uint8/uint16."""
+    if colour.dtype == np.uint16:
+        colour = np.rint(colour / 257.0).astype(np.uint8)
+    return np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else np.ascontiguousarray(colour)
+
+
+def _aligned_crop(colour: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """(S, S, 3) float32 RGB crop in 8-bit units, cut at the image's own precision."""
+    crop = warp_to_crop(np.ascontiguousarray(colour), matrix, size)
+    if crop.ndim == 2:
+        crop = crop[..., None]
+    crop = crop.astype(np.float32) / (257.0 if colour.dtype == np.uint16 else 1.0)
+    return np.repeat(crop, 3, axis=2) if crop.shape[2] == 1 else crop
+
+
+def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> list[Face]:
+    if landmarks is None:
+        from .detection import detect_faces
+        faces = detect_faces(_to_rgb8(colour), detector, device=device, search_dirs=tuple(search_dirs))
+    else:
+        points = np.asarray(landmarks, np.float32)
+        points = points[None] if points.ndim == 2 else points
+        if points.ndim != 3 or points.shape[1:] != (5, 2):
+            raise ValueError(f"landmarks must be (N, 5, 2) (x, y) image px, got shape {points.shape}")
+        faces = [Face(box=estimate_face_box(p), score=1.0, landmarks=p) for p in points]
+    return select_faces(faces, colour.shape, **selection)
+
+
+def restore_faces(
+    image: np.ndarray,
+    model,
+    *,
+    landmarks: np.ndarray | None = None,
+    detector: str = "auto",
+    select: str = "all",
+    face_indices: Sequence[int] | None = None,
+    min_face_size: float = 0,
+    max_faces: int | None = None,
+    score_threshold: float | None = None,
+    alpha: float = 1.0,
+    mask: str = "auto",
+    color_correction: bool = False,
+    batch_size: int = 4,
+    keep_crops: bool = True,
+    search_dirs: Sequence = (),
+    device=None,
+    on_progress: Callable[[int, int], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+    on_oom: Callable[[], None] | None = None,
+) -> RestoreResult:
+    """Restore every selected face of ``image`` with a GPEN ``model`` and paste them back.
+
+    image: uint8 or uint16; (H, W) or (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA (alpha untouched).
+    model: a GPENModel, or anything with ``size`` (S) and ``restore_crops((B,S,S,3) uint8 RGB) -> same``.
+    landmarks: (N, 5, 2) float (x, y) image px, skipping detection (eyes, nose, mouth corners,
+    image-left first); boxes are then estimated from them. detector, select, face_indices, min_face_size,
+    max_faces, score_threshold: detection and selection (gpen_core.detection / gpen_core.faces); selection
+    applies to given landmarks too. alpha in [0, 1]: 1 = fully
+    restored, 0 = input unchanged. mask: "auto" (face parsing if its weights are found, else GPEN's soft
+    rectangle), "parsing" or "rectangle". color_correction: match each restored face's CIELAB mean/std to
+    the input face. batch_size: faces per network call; halved down to 1 on out-of-memory, after calling
+    on_oom(). on_progress(done, total) after each batch; check_interrupt() before each batch (may raise).
+    No face found: the image comes back unchanged (a copy) with 0 faces.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    start = time.perf_counter()
+    timings = dict.fromkeys(("detect", "align", "network", "mask", "paste"), 0.0)
+    colour = _colour_channels(image)
+    size = int(model.size)
+    device = device if device is not None else getattr(model, "device", None)
+
+    faces = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
+        mode=select, indices=face_indices, min_size=min_face_size, max_faces=max_faces,
+        score_threshold=score_threshold))
+    timings["detect"] = time.perf_counter() - start
+
+    output = image.copy()
+    out_colour = _colour_channels(output)
+    compositor = Compositor(colour, out_colour)
+    mask_fn, mask_kind = None, "none"
+    if faces and alpha > 0:
+        mask_fn, mask_kind = make_mask_fn(mask, size, search_dirs=search_dirs, device=device)
+    results: list[RestoredFace] = []
+    done, batch = 0, batch_size
+    while done < len(faces):
+        if check_interrupt is not None:
+            check_interrupt()
+        chunk = faces[done:done + batch]
+        t = time.perf_counter()
+        matrices = [alignment_transform(f.landmarks, size) for f in chunk]
+        aligned = np.stack([_aligned_crop(colour, m, size) for m in matrices])
+        crops = np.clip(np.rint(aligned), 0, 255).astype(np.uint8)
+        timings["align"] += time.perf_counter() - t
+        restored = None
+        if alpha > 0:
+            try:
+                t = time.perf_counter()
+                restored = np.asarray(model.restore_crops(crops))
+                timings["network"] += time.perf_counter() - t
+                t = time.perf_counter()
+                masks = mask_fn(restored)
+                timings["mask"] += time.perf_counter() - t
+            except _OOM_ERROR:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if on_oom is not None:
+                    on_oom()
+                continue
+            t = time.perf_counter()
+            for j, face in enumerate(chunk):
+                crop = restored[j].astype(np.float32)
+                if color_correction:
+                    crop = match_colour(crop, aligned[j], masks[j])
+                if face.size < SMALL_FACE_PX:
+                    crop = soften_small_face(crop)
+                compositor.paste(mix(crop, aligned[j], alpha), masks[j], matrices[j])
+            timings["paste"] += time.perf_counter() - t
+        keep_restored = keep_crops and restored is not None
+        for j, face in enumerate(chunk):
+            results.append(RestoredFace(face, crops[j] if keep_crops else None, restored[j] if keep_restored else None))
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, len(faces))
+    timings["total"] = time.perf_counter() - start
+    return RestoreResult(output, results, compositor.mask, timings, mask_kind)

@@ -1,0 +1,180 @@
+"""Checkpoint formats, wrappers, safety and the error messages users see."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gpen_core
+from gpen_core.checkpoint import read_state_dict
+
+
+@pytest.fixture(scope="module")
+def tiny_state(tiny_checkpoint) -> dict[str, torch.Tensor]:
+    prefix = "state_dict."
+    return {k[len(prefix):]: v for k, v in load_file(str(tiny_checkpoint)).items() if k.startswith(prefix)}
+
+
+@pytest.fixture(scope="module")
+def tiny_input(tiny_checkpoint) -> torch.Tensor:
+    return load_file(str(tiny_checkpoint))["input"]
+
+
+def run(model: gpen_core.GPENModel, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.net(x.to(model.dtype)).float()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint, tiny_input) -> torch.Tensor:
+    return run(gpen_core.load_model(tiny_checkpoint, device="cpu"), tiny_input)
+
+
+@pytest.mark.parametrize("layout", ["plain", "g_ema", "params_ema", "state_dict", "model", "module", "training"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pth_wrappers_and_formats_load(tmp_path, tiny_state, tiny_input, reference, layout, legacy):
+    wrapped = {
+        "plain": tiny_state,
+        "g_ema": {"g_ema": tiny_state},
+        "params_ema": {"params_ema": tiny_state, "params": {}},
+        "state_dict": {"state_dict": tiny_state, "epoch": 3},
+        "model": {"model": {f"module.{k}": v for k, v in tiny_state.items()}},
+        "module": {f"module.{k}": v for k, v in tiny_state.items()},
+        "training": {"g": tiny_state, "d": {"x": torch.zeros(1)}, "g_ema": tiny_state, "g_optim": {}},
+    }[layout]
+    path = tmp_path / "GPEN-BFR-256.pth"
+    torch.save(wrapped, path, _use_new_zipfile_serialization=not legacy)
+    model = gpen_core.load_model(path, device="cpu")
+    assert model.size == 256 and model.path == path
+    assert torch.equal(run(model, tiny_input), reference)
+
+
+def test_safetensors_gives_identical_output(tmp_path, tiny_state, tiny_input, reference):
+    path = tmp_path / "GPEN-BFR-256.safetensors"
+    save_file(tiny_state, str(path))
+    assert torch.equal(run(gpen_core.load_model(path, device="cpu"), tiny_input), reference)
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_loads_as_float32(tmp_path, tiny_state, tiny_input, reference, stored):
+    path = tmp_path / "half.pth"
+    torch.save({k: v.to(stored) for k, v in tiny_state.items()}, path)
+    model = gpen_core.load_model(path, device="cpu")
+    assert model.dtype == torch.float32
+    assert (run(model, tiny_input) - reference).abs().max() < 0.2
+
+
+def test_default_device_is_cpu_without_accelerator(tiny_checkpoint):
+    model = gpen_core.load_model(tiny_checkpoint)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert model.device.type == expected
+
+
+class _WritesAFile:
+    """Unpickling this calls open(target, "w"), i.e. runs code that creates a file."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return builtins.open, (str(self.target), "w")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path, tiny_state, legacy):
+    target = tmp_path / "pwned.txt"
+    path = tmp_path / "GPEN-BFR-512.pth"
+    torch.save({**tiny_state, "payload": _WritesAFile(target)}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(gpen_core.CheckpointError, match="pickled Python code") as info:
+        gpen_core.load_model(path, device="cpu")
+    assert str(path) in str(info.value) and "was not run" in str(info.value)
+    assert not target.exists()
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "GPEN-BFR-512.pth"
+    with pytest.raises(gpen_core.ModelNotFoundError, match="does not exist") as info:
+        gpen_core.load_model(path)
+    assert str(path) in str(info.value) and "python -m gpen_core download 512" in str(info.value)
+    with pytest.raises(gpen_core.ModelNotFoundError, match="is a folder"):
+        gpen_core.load_model(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "GPEN-BFR-512.pth"
+    path.touch()
+    with pytest.raises(gpen_core.CheckpointError, match=r"is empty \(0 bytes\).*download"):
+        gpen_core.load_model(path)
+
+
+@pytest.mark.parametrize("suffix,legacy", [(".pth", False), (".pth", True), (".safetensors", False)])
+def test_truncated_file(tmp_path, tiny_state, suffix, legacy):
+    path = tmp_path / f"GPEN-BFR-256{suffix}"
+    if suffix == ".safetensors":
+        save_file(tiny_state, str(path))
+    else:
+        torch.save(tiny_state, path, _use_new_zipfile_serialization=not legacy)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(gpen_core.CheckpointError, match="truncated or corrupt.*download it again") as info:
+        gpen_core.load_model(path, device="cpu")
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("keys,name", [
+    (["conv_body_first.weight", "stylegan_decoder.style_mlp.1.weight"], "GFPGAN"),
+    (["quantize.embedding.weight", "position_emb", "ft_layers.0.norm1.weight"], "CodeFormer"),
+    (["body.conv1.weight", "ClassHead.0.conv1x1.weight", "BboxHead.0.conv1x1.weight"], "RetinaFace"),
+    (["encoder.0.conv2d.weight", "out_img_conv.conv2d.weight"], "ParseNet"),
+    (["cp.resnet.conv1.weight", "ffm.convblk.conv.weight"], "BiSeNet"),
+    (["conv_first.weight", "body.0.rdb1.conv1.weight", "conv_up1.weight"], "RealESRGAN"),
+])
+def test_other_models_are_named(tmp_path, keys, name):
+    path = tmp_path / "model.pth"
+    torch.save({"params_ema": {k: torch.zeros(2, 2) for k in keys}}, path)
+    with pytest.raises(gpen_core.CheckpointError, match=f"not a GPEN checkpoint: it looks like a {name}") as info:
+        gpen_core.load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(gpen_core.CheckpointError, match="holds a list, not a state dict"):
+        gpen_core.load_model(path)
+
+
+def test_missing_and_unexpected_keys(tmp_path, tiny_state):
+    state = dict(tiny_state)
+    del state["generator.convs.3.conv.weight"]
+    del state["generator.to_rgbs.0.upsample.kernel"]
+    state["generator.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "edited.pth"
+    torch.save(state, path)
+    with pytest.raises(gpen_core.CheckpointError) as info:
+        gpen_core.load_model(path)
+    message = str(info.value)
+    assert "2 missing: generator.convs.3.conv.weight, generator.to_rgbs.0.upsample.kernel" in message
+    assert "1 unexpected: generator.extra.weight" in message and str(path) in message
+
+
+def test_shape_mismatch(tmp_path, tiny_state):
+    state = dict(tiny_state)
+    state["generator.convs.2.conv.modulation.weight"] = torch.zeros(7, 64)
+    path = tmp_path / "edited.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(gpen_core.CheckpointError, match=r"1 wrong shape: generator\.convs\.2\.conv\.modulation"
+                                                        r"\.weight \(7, 64\) \(expected \(128, 64\)\)"):
+        gpen_core.load_model(path)
+
+
+def test_read_state_dict_strips_fixture_prefix(tiny_checkpoint, tiny_state):
+    state = read_state_dict(tiny_checkpoint)
+    assert set(state) == set(tiny_state)
+    assert gpen_core.inspect_checkpoint(tiny_checkpoint).size == 256

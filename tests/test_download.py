@@ -1,0 +1,196 @@
+"""gpen_core.download and `python -m gpen_core download`, against an HTTP server on 127.0.0.1."""
+
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from gpen_core import cli, download
+from gpen_core.download import DownloadError, checkpoint_urls, download_checkpoint, part_path
+from gpen_core.errors import ModelNotFoundError
+from gpen_core.model_paths import default_model_dirs
+
+TINY = Path(__file__).parent / "data" / "tiny-256.safetensors"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves `server.files`; honours `Range: bytes=N-` unless `server.honour_range` is False and
+    cuts the body after `server.cut_after` bytes once (a dropped connection)."""
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        body = server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        wanted = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
+        if wanted and server.honour_range:
+            start = int(wanted.group(1))
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        payload = body[start:]
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if server.cut_after is not None:
+            payload, server.cut_after = payload[: server.cut_after], None
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def official_bytes(tmp_path_factory) -> bytes:
+    """The tiny fixture saved the way official GPEN checkpoints are: a plain torch state dict."""
+    state = {k.removeprefix("state_dict."): v for k, v in load_file(TINY).items() if k.startswith("state_dict.")}
+    path = tmp_path_factory.mktemp("ckpt") / "GPEN-BFR-256.pth"
+    torch.save(state, path)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def server(official_bytes):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.files = {"/GPEN-BFR-256.pth": official_bytes}
+    httpd.requests, httpd.honour_range, httpd.cut_after = [], True, None
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_complete_download_is_verified_and_renamed(tmp_path, server, official_bytes):
+    path = download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert path == tmp_path / "GPEN-BFR-256.pth"
+    assert path.read_bytes() == official_bytes
+    assert _files(tmp_path) == ["GPEN-BFR-256.pth"]
+    assert server.requests == [("/GPEN-BFR-256.pth", None)]
+    # Present already: nothing is fetched again.
+    assert download_checkpoint(256, tmp_path, base_url=server.url, progress=False) == path
+    assert len(server.requests) == 1
+
+
+def test_resume_from_partial_file_uses_range(tmp_path, server, official_bytes):
+    url = f"{server.url}/GPEN-BFR-256.pth"
+    half = len(official_bytes) // 2
+    part_path(tmp_path / "GPEN-BFR-256.pth", url).write_bytes(official_bytes[:half])
+    path = download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert server.requests == [("/GPEN-BFR-256.pth", f"bytes={half}-")]
+    assert path.read_bytes() == official_bytes
+    assert _files(tmp_path) == ["GPEN-BFR-256.pth"]
+
+
+def test_dropped_connection_keeps_part_and_next_run_resumes(tmp_path, server, official_bytes):
+    server.cut_after = 1_000_000
+    with pytest.raises(DownloadError, match="run again|resume|kept"):
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert not (tmp_path / "GPEN-BFR-256.pth").exists()
+    (part,) = tmp_path.glob("*.part")
+    assert part.stat().st_size == 1_000_000
+    path = download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert server.requests[-1] == ("/GPEN-BFR-256.pth", "bytes=1000000-")
+    assert path.read_bytes() == official_bytes
+
+
+def test_server_ignoring_range_restarts_cleanly(tmp_path, server, official_bytes):
+    server.honour_range = False
+    url = f"{server.url}/GPEN-BFR-256.pth"
+    part_path(tmp_path / "GPEN-BFR-256.pth", url).write_bytes(b"x" * 1000)
+    path = download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert path.read_bytes() == official_bytes
+
+
+def test_bad_file_is_rejected_and_removed(tmp_path, server, official_bytes):
+    server.files["/GPEN-BFR-256.pth"] = official_bytes[: len(official_bytes) // 2]  # truncated checkpoint
+    with pytest.raises(DownloadError, match="rejected"):
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert _files(tmp_path) == []
+
+
+def test_wrong_model_size_is_rejected(tmp_path, server, official_bytes):
+    server.files["/GPEN-BFR-512.pth"] = official_bytes  # a 256 px model where 512 px is asked for
+    with pytest.raises(DownloadError, match="256 px GPEN model, not 512"):
+        download_checkpoint(512, tmp_path, base_url=server.url, progress=False)
+    assert _files(tmp_path) == []
+
+
+def test_http_error_leaves_nothing(tmp_path, server):
+    with pytest.raises(DownloadError, match="404"):
+        download_checkpoint(1024, tmp_path, base_url=server.url, progress=False)
+    assert _files(tmp_path) == []
+
+
+def test_official_sources_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.delenv(download.BASE_URL_ENV, raising=False)
+    for size in (256, 512):
+        assert checkpoint_urls(size) == [
+            f"https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-{size}.pth"]
+    assert all(checkpoint_urls(size) for size in (1024, 2048))
+    with pytest.raises(ModelNotFoundError, match="256, 512, 1024, 2048"):
+        checkpoint_urls(300)
+    monkeypatch.setenv(download.BASE_URL_ENV, "http://127.0.0.1:9/m/")
+    assert checkpoint_urls(512) == ["http://127.0.0.1:9/m/GPEN-BFR-512.pth"]
+
+
+@pytest.mark.parametrize("models_env", [None, "first", "first:second"])
+def test_download_dir_is_searched_for_models(monkeypatch, tmp_path, models_env):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if models_env:
+        monkeypatch.setenv("GPEN_MODELS_DIR", os.pathsep.join(str(tmp_path / p) for p in models_env.split(":")))
+    else:
+        monkeypatch.delenv("GPEN_MODELS_DIR", raising=False)
+    target = download.default_download_dir().absolute()
+    assert target == default_model_dirs()[0] if models_env else target in default_model_dirs()
+
+
+def test_download_command(tmp_path, server, capsys):
+    args = ["download", "256", "--dir", str(tmp_path), "--base-url", server.url, "-q"]
+    assert cli.main(args) == 0
+    assert "saved" in capsys.readouterr().out
+    assert cli.main(args) == 0
+    assert "already exists" in capsys.readouterr().out
+    assert len(server.requests) == 1
+    assert cli.main(["download", "512", "--dir", str(tmp_path / "x"), "--base-url", server.url, "-q"]) == 1
+    assert "error: could not download GPEN-BFR-512" in capsys.readouterr().err
+
+
+def test_restore_download_flag_fetches_the_model_first(tmp_path, server, monkeypatch, capsys):
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv(download.BASE_URL_ENV, server.url)
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "in.png"
+    Image.open(Path(cli.__file__).parent / "samples" / "solvay_1927_crop.jpg").save(image)
+    (tmp_path / "lm.json").write_text('{"in.png": []}')
+    common = ["restore", str(image), "-o", str(tmp_path / "out"), "--landmarks", str(tmp_path / "lm.json"), "-q"]
+    assert cli.main([*common, "--model", "256"]) == 1
+    assert "python -m gpen_core download 256" in capsys.readouterr().err
+    assert cli.main([*common, "--model", "256", "--download"]) == 0
+    assert (tmp_path / "models" / "GPEN-BFR-256.pth").is_file()
+    assert (tmp_path / "out" / "in.png").is_file()
+    # Without --model, --download fetches GPEN-BFR-512; the 256 px file served under that name is refused.
+    (tmp_path / "models" / "GPEN-BFR-256.pth").unlink()
+    server.files["/GPEN-BFR-512.pth"] = server.files["/GPEN-BFR-256.pth"]
+    assert cli.main([*common, "--download"]) == 1
+    assert "256 px GPEN model, not 512" in capsys.readouterr().err
+    assert _files(tmp_path / "models") == []
