@@ -5,7 +5,9 @@ The arithmetic is rearranged for speed without changing the function:
 
 * the ``sqrt(2)`` gain of every fused leaky ReLU is not applied to the activation map; it is
   carried into the weights of whatever consumes that map (``gain`` arguments below);
-* biases are added by the convolution (or by the blur that follows it), not by a separate pass;
+* biases and activations are fused into the convolutions (``conv_ops``), not separate passes;
+* GPEN concatenates each styled map with an encoder feature; here the two halves stay separate
+  tensors and the next convolution sums one conv per half, which saves copying both into one;
 * feature maps are channels-last, and each encoder feature is freed after its last use;
 * a batch is processed one sample at a time, so every modulated convolution is a plain one.
 
@@ -21,8 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import conv_ops
+
 SQRT2 = math.sqrt(2.0)
 BLUR_KERNEL = (1.0, 3.0, 3.0, 1.0)
+
+#: A styled feature map and the encoder feature GPEN concatenates to it, kept as two tensors.
+Halves = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,10 @@ class Blur(nn.Module):
         super().__init__()
         self.register_buffer("kernel", _blur_kernel(scale))
 
-    def forward(self, x: torch.Tensor, padding: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: int, bias: torch.Tensor | None = None,
+                leaky: bool = False) -> torch.Tensor:
         weight = _depthwise(self.kernel, x.shape[1], x.dtype)
-        return F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])
+        return conv_ops.conv2d(x, weight, bias, padding=padding, groups=x.shape[1], leaky=leaky)
 
 
 class Upsample(Blur):
@@ -143,11 +151,8 @@ class EncoderLayer(nn.Sequential):
         weight = conv.scaled_weight(x.dtype, gain)
         bias = act.bias.to(x.dtype)
         if self.downsample:
-            x = blur[0](x, padding=2)
-            out = F.conv2d(x, weight, bias, stride=2)
-        else:
-            out = F.conv2d(x, weight, bias)
-        return F.leaky_relu_(out, 0.2)
+            return conv_ops.conv2d(blur[0](x, padding=2), weight, bias, stride=2, leaky=True)
+        return conv_ops.conv2d(x, weight, bias, leaky=True)
 
 
 class ModulatedConv2d(nn.Module):
@@ -172,13 +177,24 @@ class ModulatedConv2d(nn.Module):
             weight = weight * torch.rsqrt(weight.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
         return weight * gain
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, bias: torch.Tensor | None = None,
-                gain: float = 1.0) -> torch.Tensor:
-        weight = self.modulated_weight(style, gain).to(x.dtype)
+    def forward(self, x: torch.Tensor | Halves, style: torch.Tensor, bias: torch.Tensor | None = None,
+                gain: float = 1.0, leaky: bool = False) -> torch.Tensor:
+        """Convolve ``x`` (one map, or two halves of the input channels); add ``bias``; optional leaky ReLU."""
+        parts = x if isinstance(x, tuple) else (x,)
+        weight = self.modulated_weight(style, gain).to(parts[0].dtype)
+        weights = weight.split([p.shape[1] for p in parts], dim=1)
         if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-            return self.blur(out, padding=1, bias=bias)
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
+            out = F.conv_transpose2d(parts[0], weights[0].transpose(0, 1), stride=2)
+            for part, w in zip(parts[1:], weights[1:]):
+                out += F.conv_transpose2d(part, w.transpose(0, 1), stride=2)
+            return self.blur(out, padding=1, bias=bias, leaky=leaky)
+        padding = weight.shape[-1] // 2
+        if len(parts) == 1:
+            return conv_ops.conv2d(parts[0], weights[0], bias, padding=padding, leaky=leaky)
+        out = conv_ops.conv2d(parts[0], weights[0], bias, padding=padding)
+        for part, w in zip(parts[1:], weights[1:]):
+            conv_ops.conv2d_add_(out, part, w, padding=padding)
+        return F.leaky_relu_(out, 0.2) if leaky else out
 
 
 class NoiseInjection(nn.Module):
@@ -192,7 +208,7 @@ class NoiseInjection(nn.Module):
 class StyledConv(nn.Module):
     """Modulated conv, concatenated encoder feature, fused bias + leaky ReLU over both halves.
 
-    ``x`` and ``feature`` arrive without their sqrt 2 gain, and the output leaves without it.
+    Inputs arrive without their sqrt 2 gain, and the output halves leave without it.
     """
 
     def __init__(self, in_channel: int, out_channel: int, style_dim: int, upsample: bool = False):
@@ -201,19 +217,15 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel * 2)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor, gain: float) -> torch.Tensor:
-        bias = self.activate.bias.to(x.dtype)
+    def forward(self, x: torch.Tensor | Halves, style: torch.Tensor, feature: torch.Tensor,
+                gain: float) -> Halves:
+        bias = self.activate.bias.to(feature.dtype)
         half = bias.shape[0] // 2
-        conv = self.conv(x, style, bias[:half], gain)
-        # Both halves are written straight into one buffer: a torch.cat here costs a full extra pass.
-        out = torch.empty((conv.shape[0], 2 * half, *conv.shape[2:]), dtype=conv.dtype, device=conv.device,
-                          memory_format=torch.channels_last)
-        torch.ops.aten.leaky_relu.out(conv, 0.2, out=out[:, :half])
-        del conv
-        noise = out[:, half:]
-        torch.add(bias[half:].view(1, -1, 1, 1), feature, alpha=float(self.noise.weight) * SQRT2, out=noise)
-        F.leaky_relu_(noise, 0.2)
-        return out
+        styled = self.conv(x, style, bias[:half], gain, leaky=True)
+        # The feature half, leaky_relu(w * feature + b), as a per-channel 1x1 conv with fused activation.
+        scale = (self.noise.weight.float() * SQRT2).to(feature.dtype).expand(half, 1, 1, 1).contiguous()
+        noise = conv_ops.conv2d(feature, scale, bias[half:], groups=half, leaky=True)
+        return styled, noise
 
 
 class ToRGB(nn.Module):
@@ -226,8 +238,8 @@ class ToRGB(nn.Module):
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.empty(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style, self.bias.to(x.dtype).view(3), gain=SQRT2)
+    def forward(self, x: Halves, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style, self.bias.to(x[0].dtype).view(3), gain=SQRT2)
         if skip is not None:
             out += self.upsample(skip)
         return out
@@ -270,7 +282,7 @@ class Generator(nn.Module):
         """
         w = self.style(style)
         dtype = features[0].dtype
-        x = self.input.input.to(dtype).contiguous(memory_format=torch.channels_last)
+        x: torch.Tensor | Halves = self.input.input.to(dtype).contiguous(memory_format=torch.channels_last)
         feature = features.pop(0)
         x = self.conv1(x, w, feature, gain=1.0)
         skip = self.to_rgb1(x, w)

@@ -1,0 +1,103 @@
+"""The two things the nodes do: load a checkpoint and restore a batch, each one gpen_core call in ComfyUI's terms.
+
+ComfyUI's IMAGE is a float32 tensor (B,H,W,C) RGB in [0,1] on the CPU; MASK is float32 (B,H,W) in [0,1].
+Images cross to gpen_core as uint16 (H,W,C): exact for 8-bit sources, and pixels no face reaches come back unchanged.
+"""
+from __future__ import annotations
+
+import os
+import weakref
+
+import numpy as np
+import torch
+
+import comfy.utils
+from comfy import model_management
+
+from .. import gpen_core
+from ..gpen_core.devices import resolve_dtype
+from .paths import face_weight_dirs, model_path
+
+FACE_BATCH = 4
+"""Faces per network call; gpen_core halves it on out-of-memory."""
+_WORK_BYTES_PER_PIXEL = 3072
+"""Peak working memory per crop pixel (the network runs one face of a batch at a time): 780 MB measured for a
+512 x 512 crop in fp32 on CPU, batch 1 or 4."""
+
+_loaded: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+"""Models still held by ComfyUI (its output cache), by (file, mtime, size, dtype): loaded once, reused."""
+
+
+def load(model_name: str, dtype: str) -> gpen_core.GPENModel:
+    """Load a checkpoint from the model folders onto ComfyUI's offload device; reuse it if already loaded."""
+    path = model_path(model_name)
+    stat = os.stat(path)
+    torch_dtype = resolve_dtype(dtype)
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, torch_dtype)
+    model = _loaded.get(key)
+    if model is None:
+        model = gpen_core.load_model(path, device=model_management.unet_offload_device(), dtype=torch_dtype)
+        _loaded[key] = model
+    return model
+
+
+class _FaceProgress:
+    """ComfyUI progress bar over the faces of a whole batch; the total becomes exact as images are searched.
+
+    An image not searched yet counts as one face.
+    """
+
+    def __init__(self, n_images: int):
+        self.bar = comfy.utils.ProgressBar(n_images)
+        self.done = 0
+        self.unsearched = n_images
+
+    def update(self, done: int, total: int) -> None:
+        """gpen_core's on_progress for the current image: ``done`` of its ``total`` faces restored."""
+        self.bar.update_absolute(self.done + done, self.done + total + self.unsearched - 1)
+
+    def image_done(self, n_faces: int) -> None:
+        self.done += n_faces
+        self.unsearched -= 1
+        self.bar.update_absolute(self.done, max(self.done + self.unsearched, 1))
+
+
+def _to_uint16(frame: torch.Tensor) -> np.ndarray:
+    """(H,W,C) float in [0,1] -> (H,W,C) uint16 numpy."""
+    return np.rint(frame.float().clamp(0, 1).cpu().numpy() * 65535.0).astype(np.uint16)
+
+
+def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: str, face_selection: str,
+            min_face_size: int, alpha: float, mask: str, color_correction: bool,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Restore the faces of every image of an IMAGE batch.
+
+    Returns (restored IMAGE (B,H,W,C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
+    S x S image when there are none, MASK (B,H,W)), float32 in [0,1] on the CPU.
+    """
+    device = model_management.get_torch_device()
+    work_bytes = gpen_model.size ** 2 * _WORK_BYTES_PER_PIXEL
+    model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
+    progress = _FaceProgress(len(image))
+    search_dirs = face_weight_dirs()
+    gpen_model.to(device)
+    try:
+        results = []
+        for frame in image:
+            model_management.throw_exception_if_processing_interrupted()
+            result = gpen_core.restore_faces(
+                _to_uint16(frame), gpen_model, detector=detector, select=face_selection,
+                min_face_size=min_face_size, alpha=alpha, mask=mask, color_correction=color_correction,
+                batch_size=FACE_BATCH, search_dirs=search_dirs, device=device, on_progress=progress.update,
+                check_interrupt=model_management.throw_exception_if_processing_interrupted,
+                on_oom=model_management.soft_empty_cache)
+            progress.image_done(result.n_faces)
+            results.append(result)
+    finally:
+        gpen_model.to(model_management.unet_offload_device())
+    crops = [face.restored for result in results for face in result.faces if face.restored is not None]
+    if not crops:
+        crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]
+    return (torch.from_numpy(np.stack([result.image for result in results]).astype(np.float32) / 65535.0),
+            torch.from_numpy(np.stack(crops)).float() / 255.0,
+            torch.from_numpy(np.stack([result.mask for result in results])))

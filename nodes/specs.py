@@ -1,0 +1,97 @@
+"""What the two nodes look like to ComfyUI, written once for both schema versions.
+
+Inputs use ComfyUI's V1 spelling, ``name: (TYPE or [choices], {"default": ..., "tooltip": ...})``; v3.py turns the
+same entries into ``comfy_api`` io objects. Outputs are ``(TYPE, name, tooltip)``; V3 requires output names distinct
+from input names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .paths import model_names
+
+CATEGORY = "image/restoration"
+MODEL_TYPE = "GPEN_MODEL"
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+DETECTORS = ["auto", "retinaface", "mtcnn"]
+SELECTIONS = ["all", "largest", "center"]
+MASKS = ["auto", "parsing", "rectangle"]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: ComfyUI id, menu name, description, inputs (a function: file lists change at runtime), outputs."""
+
+    node_id: str
+    display_name: str
+    description: str
+    inputs: Callable[[], dict[str, tuple]]
+    outputs: list[tuple[str, str, str]]
+
+
+def _loader_inputs() -> dict[str, tuple]:
+    return {
+        "model_name": (model_names(), {
+            "tooltip": "GPEN checkpoint (.pth or .safetensors) from models/facerestore_models or models/gpen, "
+                       "e.g. GPEN-BFR-512.pth. The face size (256/512/1024/2048) is read from the file."}),
+        "dtype": (DTYPES, {
+            "default": "auto",
+            "tooltip": "Weight precision. auto = fp32, the safe choice; fp16/bf16 halve the model's memory and "
+                       "are faster on GPUs that support them, at a small cost in precision."}),
+    }
+
+
+def _restore_inputs() -> dict[str, tuple]:
+    return {
+        "image": ("IMAGE", {"tooltip": "Images to restore (a batch: every image is searched for faces)."}),
+        "gpen_model": (MODEL_TYPE, {"tooltip": "A model from Load GPEN Model."}),
+        "detector": (DETECTORS, {
+            "default": "auto",
+            "tooltip": "Face detector. retinaface needs detection_Resnet50_Final.pth in models/facedetection; "
+                       "mtcnn is built in; auto uses RetinaFace when its weights are there, else MTCNN."}),
+        "face_selection": (SELECTIONS, {
+            "default": "all",
+            "tooltip": "Which detected faces to restore in each image: all, only the largest, or only the one "
+                       "nearest the image centre."}),
+        "min_face_size": ("INT", {
+            "default": 0, "min": 0, "max": 4096, "step": 1,
+            "tooltip": "Skip faces whose box is smaller than this many pixels (shorter side); 0 keeps all."}),
+        "alpha": ("FLOAT", {
+            "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+            "tooltip": "Strength: 1 pastes the restored face fully, 0 leaves the image unchanged, in between "
+                       "blends restored and original face."}),
+        "mask": (MASKS, {
+            "default": "auto",
+            "tooltip": "Shape pasted back. parsing follows the face outline (needs facexlib and its parsing "
+                       "weights, found in models/facexlib or downloaded by you); rectangle is a soft-edged "
+                       "square; auto uses parsing when available, else rectangle."}),
+        "color_correction": ("BOOLEAN", {
+            "default": False,
+            "tooltip": "Match the restored face's colours to the original face (use when the faces come back "
+                       "with a colour cast)."}),
+    }
+
+
+LOADER = NodeSpec(
+    node_id="GPENModelLoader",
+    display_name="Load GPEN Model",
+    description="Loads a GPEN face-restoration checkpoint (GPEN-BFR-256/512/1024/2048).",
+    inputs=_loader_inputs,
+    outputs=[(MODEL_TYPE, "gpen_model", "The loaded GPEN model, for GPEN Restore Faces.")],
+)
+
+RESTORE = NodeSpec(
+    node_id="GPENRestoreFaces",
+    display_name="GPEN Restore Faces",
+    description="Finds the faces in each image, restores them with GPEN and pastes them back.",
+    inputs=_restore_inputs,
+    outputs=[
+        ("IMAGE", "restored_image", "The input images with their faces restored (same size as the input)."),
+        ("IMAGE", "restored_faces", "Every restored face crop of the whole batch, in image order then face order, "
+                                    "each the model's size (e.g. 512x512). When no face is restored in any image "
+                                    "(none found, or alpha 0): one black image of that size."),
+        ("MASK", "paste_mask", "Where each image was changed: 1 inside pasted faces, 0 elsewhere, soft edges "
+                         "(one mask per input image)."),
+    ],
+)

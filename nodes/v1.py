@@ -1,0 +1,43 @@
+"""The nodes in ComfyUI's classic (V1) schema, for ComfyUI versions without ``comfy_api`` v0.0.2."""
+from __future__ import annotations
+
+from . import run, specs
+
+
+def _outputs(spec: specs.NodeSpec) -> tuple[tuple, tuple, tuple]:
+    """RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS."""
+    kinds, names, tips = zip(*spec.outputs)
+    return kinds, names, tips
+
+
+class GPENModelLoader:
+    DESCRIPTION = specs.LOADER.description
+    CATEGORY = specs.CATEGORY
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = _outputs(specs.LOADER)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": specs.LOADER.inputs()}
+
+    def load(self, model_name: str, dtype: str) -> tuple:
+        return (run.load(model_name, dtype),)
+
+
+class GPENRestoreFaces:
+    DESCRIPTION = specs.RESTORE.description
+    CATEGORY = specs.CATEGORY
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = _outputs(specs.RESTORE)
+    FUNCTION = "restore"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": specs.RESTORE.inputs()}
+
+    def restore(self, image, gpen_model, **options) -> tuple:
+        return run.restore(image, gpen_model, **options)
+
+
+NODE_CLASS_MAPPINGS = {specs.LOADER.node_id: GPENModelLoader, specs.RESTORE.node_id: GPENRestoreFaces}
+NODE_DISPLAY_NAME_MAPPINGS = {specs.LOADER.node_id: specs.LOADER.display_name,
+                              specs.RESTORE.node_id: specs.RESTORE.display_name}

@@ -1,0 +1,372 @@
+"""The WebUI adapter (scripts/, install.py) against small stand-ins for the AUTOMATIC1111 / Forge modules.
+
+The stand-ins copy only what the adapter touches, with the real signatures of WebUI 1.8-1.10 / Forge:
+shared.face_restorers / opts / OptionInfo / options_section, face_restoration.FaceRestoration, devices,
+paths.models_path, script_callbacks.on_ui_settings, scripts_postprocessing, ui_components.InputAccordion.
+Scripts are loaded the way modules.script_loading does: by file path, module name = file name.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny-256.safetensors"
+PHOTO = ROOT / "tests" / "data" / "astronaut.jpg"  # one face, 512x512
+
+
+class OptionInfo:
+    def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None,
+                 refresh=None, comment_before="", comment_after="", infotext=None, restrict_api=False,
+                 category_id=None):
+        self.default, self.label, self.component, self.component_args = default, label, component, component_args
+        self.section, self.category_id, self.refresh, self.comment_after = section, category_id, refresh, comment_after
+        self.do_not_save = False
+
+    def info(self, info):
+        self.comment_after += info
+        return self
+
+
+class OptionHTML(OptionInfo):
+    def __init__(self, text):
+        super().__init__(str(text).strip(), label="")
+        self.do_not_save = True
+
+
+def options_section(section_identifier, options_dict):
+    for v in options_dict.values():
+        v.section, v.category_id = section_identifier[:2], section_identifier[2]
+    return options_dict
+
+
+class Options:
+    """Like modules.options.Options: unknown keys raise AttributeError, registered ones fall back to defaults."""
+
+    def __init__(self, **data):
+        self.__dict__["data"] = dict(data)
+        self.__dict__["data_labels"] = {}
+
+    def __getattr__(self, item):
+        if item in self.data:
+            return self.data[item]
+        if item in self.data_labels:
+            return self.data_labels[item].default
+        raise AttributeError(item)
+
+    def __setattr__(self, key, value):
+        self.data[key] = value
+
+    def add_option(self, key, info):
+        self.data_labels[key] = info
+        if key not in self.data and not info.do_not_save:
+            self.data[key] = info.default
+
+
+class FaceRestoration:
+    def name(self):
+        return "None"
+
+    def restore(self, np_image):
+        return np_image
+
+
+class ScriptPostprocessing:
+    order = 1000
+    name = None
+
+
+class PostprocessedImage:
+    def __init__(self, image):
+        self.image = image
+        self.info = {}
+
+
+class Component:
+    """gradio stand-in: keeps its keyword arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+@contextlib.contextmanager
+def input_accordion(value, **kwargs):
+    yield Component(value, **kwargs)
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+@pytest.fixture
+def webui(tmp_path, monkeypatch):
+    """Stand-in WebUI modules in sys.modules; models_path is tmp_path/models. Returns the namespace."""
+    warnings: list[str] = []
+    callbacks: list = []
+    reports: list[str] = []
+    shared = _module(
+        "modules.shared", face_restorers=[], OptionInfo=OptionInfo, OptionHTML=OptionHTML,
+        options_section=options_section, cmd_opts=types.SimpleNamespace(gfpgan_models_path=None),
+        state=types.SimpleNamespace(interrupted=False),
+        opts=Options(face_restoration_model="CodeFormer", face_restoration_unload=False),
+    )
+    devices = _module("modules.devices", cpu=torch.device("cpu"), device_codeformer=torch.device("cpu"),
+                      get_optimal_device=lambda: torch.device("cpu"), torch_gc=lambda: None)
+    modules = {
+        "modules": _module("modules", __path__=[]),
+        "modules.shared": shared,
+        "modules.devices": devices,
+        "modules.errors": _module("modules.errors", report=lambda message, exc_info=False: reports.append(message)),
+        "modules.face_restoration": _module("modules.face_restoration", FaceRestoration=FaceRestoration),
+        "modules.paths": _module("modules.paths", models_path=str(tmp_path / "models")),
+        "modules.script_callbacks": _module("modules.script_callbacks", on_ui_settings=callbacks.append),
+        "modules.scripts_postprocessing": _module("modules.scripts_postprocessing",
+                                                  ScriptPostprocessing=ScriptPostprocessing,
+                                                  PostprocessedImage=PostprocessedImage),
+        "modules.ui_components": _module("modules.ui_components", InputAccordion=input_accordion),
+        "gradio": _module("gradio", Slider=Component, Dropdown=Component, Radio=Component, HTML=Component,
+                          Warning=warnings.append),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+        if "." in name:
+            setattr(modules["modules"], name.split(".", 1)[1], module)
+    return types.SimpleNamespace(shared=shared, devices=devices, callbacks=callbacks, warnings=warnings,
+                                 reports=reports, model_dir=tmp_path / "models" / "GPEN")
+
+
+def load_script(name: str) -> types.ModuleType:
+    """Execute scripts/<name> the way modules.script_loading.load_module does."""
+    path = ROOT / "scripts" / name
+    spec = importlib.util.spec_from_file_location(path.name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def gpen_restorers(shared) -> list:
+    return [r for r in shared.face_restorers if r.name() == "GPEN"]
+
+
+def photo(size: int = 256) -> np.ndarray:
+    """A real portrait, resized so the long side is `size` px: (H,W,3) uint8 RGB."""
+    image = Image.open(PHOTO).convert("RGB")
+    image.thumbnail((size, size))
+    return np.asarray(image).copy()
+
+
+def test_import_registers_one_gpen_restorer_and_a_model_folder(webui):
+    load_script("gpen_restorer.py")
+    first = gpen_restorers(webui.shared)
+    assert len(first) == 1 and isinstance(first[0], FaceRestoration)
+    assert webui.model_dir.is_dir() and any(webui.model_dir.glob("*.txt"))
+
+    load_script("gpen_restorer.py")  # "Reload UI" executes every script again
+    again = gpen_restorers(webui.shared)
+    assert len(again) == 1 and again[0] is not first[0]
+    assert first[0].cmd_dir == str(webui.model_dir)
+
+
+def test_settings_section_lists_models_and_defaults_to_automatic(webui):
+    webui.model_dir.mkdir(parents=True)
+    shutil.copy(TINY, webui.model_dir / "tiny-256.safetensors")
+    script = load_script("gpen_restorer.py")
+    for callback in webui.callbacks:
+        callback()
+
+    labels = webui.shared.opts.data_labels
+    assert {"gpen_model", "gpen_alpha", "gpen_detector", "gpen_color_correction"} <= set(labels)
+    assert all(labels[k].section == ("gpen", "GPEN") for k in labels)
+    model = labels["gpen_model"]
+    assert model.default == script.AUTO_MODEL and callable(model.refresh)
+    (webui.model_dir / "GPEN-BFR-512.pth").write_bytes(b"x")
+    assert model.component_args()["choices"] == [script.AUTO_MODEL, "GPEN-BFR-512.pth", "tiny-256.safetensors"]
+    assert "gpen_no_model" not in labels
+    assert webui.shared.opts.gpen_alpha == 1.0 and webui.shared.opts.gpen_detector == "auto"
+
+
+def test_settings_without_a_model_say_how_to_get_one(webui):
+    load_script("gpen_restorer.py")
+    for callback in webui.callbacks:
+        callback()
+    text = webui.shared.opts.data_labels["gpen_no_model"].default
+    assert str(webui.model_dir) in text and "-m gpen_core download 512 --dir" in text
+
+
+def test_automatic_choice_is_the_largest_model_and_a_named_choice_wins(webui):
+    webui.model_dir.mkdir(parents=True)
+    for name in ("GPEN-BFR-512.pth", "GPEN-BFR-2048.pth", "GPEN-BFR-1024.safetensors"):
+        (webui.model_dir / name).write_bytes(b"not a checkpoint")
+    shutil.copy(TINY, webui.model_dir / "zz-unnamed.safetensors")  # size read from the file: 256
+    script = load_script("gpen_restorer.py")
+
+    assert script.selected_model(webui.model_dir).name == "GPEN-BFR-2048.pth"
+    webui.shared.opts.gpen_model = "zz-unnamed.safetensors"
+    assert script.selected_model(webui.model_dir).name == "zz-unnamed.safetensors"
+    webui.shared.opts.gpen_model = "deleted-since.pth"
+    assert script.selected_model(webui.model_dir).name == "GPEN-BFR-2048.pth"
+
+
+def test_without_a_model_the_image_comes_back_unchanged_with_a_hint(webui, capsys):
+    load_script("gpen_restorer.py")
+    image = photo()
+    out = gpen_restorers(webui.shared)[0].restore(image)
+    assert out is image
+    console = capsys.readouterr().out
+    assert str(webui.model_dir) in console and "download 512" in console
+    assert webui.warnings and str(webui.model_dir) in webui.warnings[0]
+
+
+def test_restore_runs_gpen_caches_the_model_and_reloads_on_a_new_setting(webui, monkeypatch):
+    webui.model_dir.mkdir(parents=True)
+    shutil.copy(TINY, webui.model_dir / "a.safetensors")
+    shutil.copy(TINY, webui.model_dir / "b.safetensors")
+    script = load_script("gpen_restorer.py")
+    loads = []
+    real_load = script.gpen_core.load_model
+    monkeypatch.setattr(script.gpen_core, "load_model", lambda path, **kw: loads.append(Path(path).name)
+                        or real_load(path, **kw))
+    webui.shared.opts.gpen_model = "a.safetensors"
+    webui.shared.opts.gpen_detector = "mtcnn"
+    restorer = gpen_restorers(webui.shared)[0]
+
+    image = photo()
+    out = restorer.restore(image)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - image).max() > 0, "no face was restored"
+    restorer.restore(image)
+    assert loads == ["a.safetensors"] and not webui.reports
+    webui.shared.opts.gpen_model = "b.safetensors"
+    restorer.restore(image)
+    assert loads == ["a.safetensors", "b.safetensors"]
+
+
+@pytest.mark.parametrize("unload", [False, True])
+def test_face_restoration_unload_moves_the_model_to_cpu_afterwards(webui, monkeypatch, unload):
+    webui.model_dir.mkdir(parents=True)
+    shutil.copy(TINY, webui.model_dir / "tiny.safetensors")
+    load_script("gpen_restorer.py")
+    webui.devices.device_codeformer = torch.device("cpu", 0)  # stands for the GPU; equal to cpu for torch
+    webui.shared.opts.face_restoration_unload = unload
+    webui.shared.opts.gpen_detector = "mtcnn"
+    restorer = gpen_restorers(webui.shared)[0]
+    moves = []
+    real_load = restorer.load
+
+    def recording_load(device):
+        model = real_load(device)
+        real_to = model.to
+        monkeypatch.setattr(model, "to", lambda d: moves.append(d) or real_to(d), raising=False)
+        return model
+
+    monkeypatch.setattr(restorer, "load", recording_load)
+    restorer.restore(photo(128))
+    assert (moves[-1:] == [webui.devices.cpu]) is unload
+    assert all(d is not webui.devices.cpu for d in moves) is not unload
+
+
+def test_an_error_leaves_the_image_unchanged_and_is_reported(webui, monkeypatch):
+    webui.model_dir.mkdir(parents=True)
+    (webui.model_dir / "GPEN-BFR-512.pth").write_bytes(b"corrupt")
+    load_script("gpen_restorer.py")
+    image = photo(128)
+    assert gpen_restorers(webui.shared)[0].restore(image) is image
+    assert len(webui.reports) == 1
+
+
+class Inverting(FaceRestoration):
+    def name(self):
+        return "GPEN"
+
+    def restore(self, np_image):
+        out = np_image.copy()
+        out[..., :3] = 255 - out[..., :3]
+        return out
+
+
+@pytest.mark.parametrize("visibility", [0.0, 0.5, 1.0])
+def test_extras_blend_by_visibility(webui, visibility):
+    webui.shared.face_restorers.append(Inverting())
+    script = load_script("postprocessing_gpen.py").ScriptPostprocessingGPEN()
+    assert script.name == "GPEN" and 3000 < script.order < 4000  # after CodeFormer (3000), before cropping (4000+)
+    assert set(script.ui()) == {"enable", "gpen_visibility"}
+    source = Image.fromarray(photo(64))
+    pp = PostprocessedImage(source)
+
+    script.process(pp, enable=True, gpen_visibility=visibility)
+    expected = (1 - visibility) * np.asarray(source, float) + visibility * (255 - np.asarray(source, float))
+    assert np.abs(np.asarray(pp.image, float) - expected).max() <= 1
+    assert (pp.image is source) is (visibility == 0)
+    assert ("GPEN visibility" in pp.info) is (visibility > 0)
+
+
+def test_extras_off_or_without_restorer_does_nothing(webui):
+    script = load_script("postprocessing_gpen.py").ScriptPostprocessingGPEN()
+    pp = PostprocessedImage(Image.fromarray(photo(64)))
+    before = pp.image
+    script.process(pp, enable=True, gpen_visibility=1.0)  # no GPEN restorer registered
+    webui.shared.face_restorers.append(Inverting())
+    script.process(pp, enable=False, gpen_visibility=1.0)
+    assert pp.image is before and not pp.info
+
+
+def test_extras_with_the_real_restorer_keeps_rgba_alpha(webui):
+    webui.model_dir.mkdir(parents=True)
+    shutil.copy(TINY, webui.model_dir / "tiny.safetensors")
+    load_script("gpen_restorer.py")
+    webui.shared.opts.gpen_detector = "mtcnn"
+    rgba = np.dstack([photo(), np.full(photo().shape[:2], 77, np.uint8)])
+    pp = PostprocessedImage(Image.fromarray(rgba))
+    load_script("postprocessing_gpen.py").ScriptPostprocessingGPEN().process(pp, enable=True, gpen_visibility=0.5)
+    out = np.asarray(pp.image)
+    assert pp.image.mode == "RGBA" and (out[..., 3] == 77).all()
+    assert np.abs(out[..., :3].astype(int) - rgba[..., :3]).max() > 0
+    assert not webui.reports
+
+
+def load_install(monkeypatch, missing: set[str], launch: types.ModuleType | None):
+    install = load_script_file(ROOT / "install.py")
+    monkeypatch.setattr(install, "is_missing", lambda module: module in missing)
+    if launch is None:
+        monkeypatch.setitem(sys.modules, "launch", None)  # import launch -> ImportError
+    else:
+        monkeypatch.setitem(sys.modules, "launch", launch)
+    return install
+
+
+def load_script_file(path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_uses_the_webui_pip_for_missing_packages_only(monkeypatch):
+    calls = []
+    launch = _module("launch", run_pip=lambda command, desc=None: calls.append(command), is_installed=None)
+    install = load_install(monkeypatch, {"cv2", "facexlib"}, launch)
+    install.main()
+    assert calls == ["install opencv-python-headless"]
+    assert not any("torch" in p for p in install.REQUIRED.values())
+
+
+def test_install_without_the_webui_uses_this_pythons_pip(monkeypatch):
+    runs = []
+    install = load_install(monkeypatch, {"safetensors"}, None)
+    monkeypatch.setattr(install.subprocess, "run", lambda args, check: runs.append(args))
+    install.main()
+    assert runs == [[sys.executable, "-m", "pip", "install", "safetensors"]]
+    install = load_install(monkeypatch, set(), None)
+    install.main()
+    assert len(runs) == 1
