@@ -53,8 +53,10 @@ def _corrupt(path: Path, detail: str) -> CheckpointError:
 
 
 def _load_torch(path: Path, fmt: str) -> object:
+    # torch.serialization.load, not torch.load: A1111 1.8-1.10 replaces torch.load with a checker that
+    # rejects entries current torch writes; weights_only=True is the same protection.
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "zip")
+        return torch.serialization.load(path, map_location="cpu", weights_only=True, mmap=fmt == "zip")
     except pickle.UnpicklingError as exc:
         message = str(exc)
         if "Unsupported global" in message or "GLOBAL" in message or "Unsupported operand" in message:
@@ -65,8 +67,8 @@ def _load_torch(path: Path, fmt: str) -> object:
                 f"file: {DOWNLOAD_HINT}."
             ) from None
         raise _corrupt(path, message.splitlines()[0][:200]) from None
-    except (EOFError, RuntimeError, ValueError, OSError) as exc:
-        raise _corrupt(path, str(exc).splitlines()[0][:200]) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types (even SafetensorError) on junk
+        raise _corrupt(path, (str(exc).splitlines() or [type(exc).__name__])[0][:200]) from None
 
 
 def _load_safetensors(path: Path) -> StateDict:
@@ -185,6 +187,10 @@ def build_network(state: Mapping[str, torch.Tensor], source: str | Path = "check
     with torch.device("meta"):
         net = GPEN(config)
     _check_keys(net, state, source)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{source} has NaN or infinite values in {len(broken)} tensors ({broken[0]}, ...): "
+                              f"the file is damaged or was saved from an uninitialised network; {DOWNLOAD_HINT}.")
     net.load_state_dict(state, strict=True, assign=True)
     return net.eval().requires_grad_(False)
 

@@ -178,3 +178,19 @@ def test_read_state_dict_strips_fixture_prefix(tiny_checkpoint, tiny_state):
     state = read_state_dict(tiny_checkpoint)
     assert set(state) == set(tiny_state)
     assert gpen_core.inspect_checkpoint(tiny_checkpoint).size == 256
+
+
+def test_non_finite_weights_are_refused(tmp_path, tiny_state):
+    state = dict(tiny_state)
+    state["generator.convs.1.conv.weight"] = torch.full_like(state["generator.convs.1.conv.weight"], float("nan"))
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(gpen_core.CheckpointError, match=r"NaN or infinite values in 1 tensors \(generator\.convs\.1"):
+        gpen_core.load_model(path)
+
+
+def test_garbage_pth_is_reported_as_corrupt(tmp_path):
+    path = tmp_path / "GPEN-BFR-512.pth"
+    path.write_bytes(b"this is not a checkpoint at all" * 100)
+    with pytest.raises(gpen_core.CheckpointError, match="truncated or corrupt"):
+        gpen_core.load_model(path)
