@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import conv_ops
 from .devices import resolve_dtype
 from .network import GPEN, GPENConfig, init_random_
 
@@ -48,12 +49,19 @@ def _sync(device: torch.device) -> None:
 
 
 def count_gflop(net: GPEN, x: torch.Tensor) -> float:
-    """Convolution and matmul GFLOP of one forward, as torch.utils.flop_counter counts them."""
+    """Convolution and matmul GFLOP of one forward, as torch.utils.flop_counter counts them.
+
+    Counted on the standard-op path: the counter does not know oneDNN's fused convolutions.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     net.requires_grad_(False)  # its module tracker fails on parameters that want gradients
-    with FlopCounterMode(display=False) as counter:
-        net(x)
+    fused, conv_ops.ONEDNN = conv_ops.ONEDNN, False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            net(x)
+    finally:
+        conv_ops.ONEDNN = fused
     return counter.get_total_flops() / 1e9
 
 

@@ -217,15 +217,22 @@ class StyledConv(nn.Module):
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel * 2)
 
+    def styled(self, x: torch.Tensor | Halves, style: torch.Tensor, gain: float) -> torch.Tensor:
+        """The modulated-conv half: leaky_relu(conv(x) + bias)."""
+        dtype = (x[0] if isinstance(x, tuple) else x).dtype
+        bias = self.activate.bias[: self.activate.bias.shape[0] // 2].to(dtype)
+        return self.conv(x, style, bias, gain, leaky=True)
+
+    def encoder_half(self, feature: torch.Tensor) -> torch.Tensor:
+        """The concatenated half, leaky_relu(w * sqrt2 * feature + bias), as a per-channel 1x1 conv."""
+        half = feature.shape[1]
+        scale = (self.noise.weight.float() * SQRT2).to(feature.dtype).expand(half, 1, 1, 1).contiguous()
+        bias = self.activate.bias[half:].to(feature.dtype)
+        return conv_ops.conv2d(feature, scale, bias, groups=half, leaky=True)
+
     def forward(self, x: torch.Tensor | Halves, style: torch.Tensor, feature: torch.Tensor,
                 gain: float) -> Halves:
-        bias = self.activate.bias.to(feature.dtype)
-        half = bias.shape[0] // 2
-        styled = self.conv(x, style, bias[:half], gain, leaky=True)
-        # The feature half, leaky_relu(w * feature + b), as a per-channel 1x1 conv with fused activation.
-        scale = (self.noise.weight.float() * SQRT2).to(feature.dtype).expand(half, 1, 1, 1).contiguous()
-        noise = conv_ops.conv2d(feature, scale, bias[half:], groups=half, leaky=True)
-        return styled, noise
+        return self.styled(x, style, gain), self.encoder_half(feature)
 
 
 class ToRGB(nn.Module):
@@ -287,10 +294,15 @@ class Generator(nn.Module):
         x = self.conv1(x, w, feature, gain=1.0)
         skip = self.to_rgb1(x, w)
         for up, conv, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
+            # Statement order keeps at most four full-size maps alive (peak memory at 2048 px).
             feature = features.pop(0)
-            x = up(x, w, feature, gain=SQRT2)
-            x = conv(x, w, feature, gain=SQRT2)
+            styled = up.styled(x, w, gain=SQRT2)
+            x = (styled, up.encoder_half(feature))
+            del styled
+            later = conv.encoder_half(feature)
             del feature
+            x = (conv.styled(x, w, gain=SQRT2), later)
+            del later
             skip = to_rgb(x, w, skip)
         return skip
 

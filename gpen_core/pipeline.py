@@ -88,7 +88,10 @@ def _aligned_crop(colour: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarr
 def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> list[Face]:
     if landmarks is None:
         from .detection import detect_faces
-        faces = detect_faces(_to_rgb8(colour), detector, device=device, search_dirs=tuple(search_dirs))
+        # The caller's thresholds reach the detector too: its own defaults would otherwise filter first.
+        options = {k: v for k, v in (("score_threshold", selection["score_threshold"]),
+                                     ("min_face_size", selection["min_size"] or None)) if v is not None}
+        faces = detect_faces(_to_rgb8(colour), detector, device=device, search_dirs=tuple(search_dirs), **options)
     else:
         points = np.asarray(landmarks, np.float32)
         points = points[None] if points.ndim == 2 else points

@@ -109,3 +109,14 @@ def test_half_precision_close_to_fp32(tiny_checkpoint, fixture_tensors, dtype, b
     assert out.dtype == dtype
     diff = (out.float() - fixture_tensors["output"]).abs()
     assert diff.max() < bound and diff.mean() < bound / 5
+
+
+def test_fused_and_standard_op_paths_agree(tiny_checkpoint, fixture_tensors, monkeypatch):
+    """CPU uses oneDNN's fused convolutions; CUDA/MPS/fp16 use standard ops. Both match the official output."""
+    from gpen_core import conv_ops
+
+    model = gpen_core.load_model(tiny_checkpoint, device="cpu")
+    monkeypatch.setattr(conv_ops, "ONEDNN", False)
+    with torch.inference_mode():
+        standard = model.net(fixture_tensors["input"])
+    torch.testing.assert_close(standard, fixture_tensors["output"], atol=1e-4, rtol=1e-4)
