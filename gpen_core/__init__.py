@@ -5,10 +5,10 @@ from .errors import CheckpointError, FaceDetectorError, GPENError, ImageError, M
 from .faces import Face
 from .model import GPENModel
 from .network import GPENConfig
-from .pipeline import RestoredFace, RestoreResult, restore_faces
+from .pipeline import RestoredFace, RestoreResult, release_face_models, restore_faces
 
 __all__ = [
     "CheckpointError", "FaceDetectorError", "GPENConfig", "GPENError", "GPENModel", "ImageError",
     "ModelNotFoundError", "Face", "RestoredFace", "RestoreResult", "inspect_checkpoint", "load_model",
-    "restore_faces",
+    "release_face_models", "restore_faces",
 ]

@@ -43,6 +43,22 @@ def matmul_gflops(device: torch.device, runs: int = 3) -> float:
     return 2 * 4096**3 / min(times[1:]) / 1e9
 
 
+def _reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS count (Linux); elsewhere the peak covers the whole process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_gib() -> float:
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 2**20
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -73,6 +89,16 @@ def measure_forward(size: int, dtype: str, device: str, runs: int) -> dict:
     net = init_random_(GPEN(OFFICIAL_LAYOUTS[size])).eval().to(dev, torch_dtype)
     x = (torch.rand(1, 3, size, size) * 2 - 1).to(dev, torch_dtype)
     gflop = count_gflop(net, x)
+    error = None
+    if torch_dtype != torch.float32:  # accuracy against this network in fp32, same weights and input
+        with torch.inference_mode():
+            reference = net.float()(x.float()).float()
+            net.to(torch_dtype)
+            error = (net(x).float() - reference).abs()
+        error = {"max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
+                 "reference_std": float(reference.std())}
+        del reference
+    _reset_peak_rss()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -88,7 +114,7 @@ def measure_forward(size: int, dtype: str, device: str, runs: int) -> dict:
         "what": "forward", "size": size, "dtype": dtype, "device": device, "seconds": seconds,
         "gflop": gflop, "gflops": gflop / seconds, "matmul_gflops": matmul,
         "share_of_matmul": gflop / seconds / matmul,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": _peak_rss_gib(), **(error or {}),
     }
     if dev.type == "cuda":
         result["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -152,6 +178,9 @@ def _print_table(rows: list[dict]) -> None:
                   f"{row['gflop']:6.1f} GFLOP  {row['gflops']:6.1f} GFLOP/s  "
                   f"{100 * row['share_of_matmul']:5.1f}% of matmul ({row['matmul_gflops']:.0f} GFLOP/s)  "
                   f"peak RSS {row['peak_rss_gib']:.2f} GiB{extra}")
+            if "max_abs_error" in row:
+                print(f"        vs fp32: max |error| {row['max_abs_error']:.4f}, mean {row['mean_abs_error']:.5f} "
+                      f"(output std {row['reference_std']:.3f})")
         elif row["what"] == "load":
             print(f"load    {row['format']:>11}  {row['megabytes']:.0f} MB  {row['seconds']:.3f} s")
         else:

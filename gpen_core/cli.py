@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .download import SOURCES, checkpoint_filename, default_download_dir, download_checkpoint
+from .download import SOURCES, checkpoint_filename, default_download_dir, download_checkpoint, missing_model_message
 from .errors import GPENError, ModelNotFoundError
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, output_path, read_image, write_image
 
@@ -353,12 +353,8 @@ def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
 def _how_to_get_a_model(search_dirs: Sequence[Path] = (), size: int = 512) -> str:
     from .model_paths import default_model_dirs
 
-    folders = "".join(f"\n  {d}" for d in [*search_dirs, *default_model_dirs()])
-    return (f"Put a GPEN checkpoint (.pth or .safetensors, e.g. {checkpoint_filename(size)}) "
-            f"in one of these folders:{folders}\n"
-            f"or pass --model PATH. To download the official one into {default_download_dir()}:\n"
-            f"  python -m gpen_core download {size}\n"
-            f"or add --download to the restore command.")
+    return (missing_model_message([*search_dirs, *default_model_dirs()], size=size)
+            + "\nor pass --model PATH, or add --download to the restore command.")
 
 
 def _model_matches(path: Path, name: str) -> bool:

@@ -22,7 +22,7 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -61,6 +61,37 @@ def default_download_dir() -> Path:
 def checkpoint_filename(size: int) -> str:
     """Name a downloaded checkpoint is stored under, e.g. GPEN-BFR-512.pth."""
     return f"GPEN-BFR-{size}.pth"
+
+
+def missing_model_message(folders: Sequence[str | os.PathLike], target: str | os.PathLike | None = None, *,
+                          size: int = 512, python: str = "python", workdir: str | os.PathLike | None = None) -> str:
+    """The text every front end shows when no GPEN checkpoint is found: where to put one, how to download one.
+
+    folders: where checkpoints are looked for, in order. target: the folder the shown download command
+    writes to (``--dir``); None shows the command without ``--dir`` (it then saves to
+    ``default_download_dir()``). python: the interpreter to show; workdir: a folder to ``cd`` into first
+    when ``gpen_core`` is importable only from there (a host's extension folder). Several lines, no
+    trailing newline; front ends add their own context (what happens meanwhile, where to pick the model).
+    """
+    if len(folders) == 1:
+        where = f" in {Path(folders[0])}"
+    else:
+        where = " in one of these folders:" + "".join(f"\n  {Path(f)}" for f in folders)
+    command = f"{_shell_word(python)} -m gpen_core download {size}"
+    if target is not None:
+        command += f" --dir {_shell_word(target)}"
+    if workdir is not None:
+        command = f"cd {_shell_word(workdir)} && {command}"
+    into = Path(target) if target is not None else default_download_dir()
+    return (f"Put a GPEN checkpoint (.pth or .safetensors, e.g. {checkpoint_filename(size)}){where}\n"
+            f"or download the official one into {into} with:\n  {command}\n"
+            f"(sizes: {', '.join(map(str, SOURCES))})")
+
+
+def _shell_word(text: str | os.PathLike) -> str:
+    """``text`` as one shell word on POSIX and Windows: double-quoted when it holds a space."""
+    text = str(text)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
 def checkpoint_urls(size: int, base_url: str | None = None) -> list[str]:

@@ -10,17 +10,20 @@ facexlib weights (RetinaFace detection, face parsing) are looked for, first hit 
   6. the GPEN checkpoint folders (``default_model_dirs()``) and ``./weights`` (GPEN's repository layout).
 Within a folder the better network wins (ResNet-50 RetinaFace before MobileNet; ParseNet before BiSeNet).
 
-GPEN checkpoints are looked for in ``default_model_dirs()`` plus host folders.
+GPEN checkpoints are looked for in ``default_model_dirs()`` plus host folders; a host with one model folder
+lists it with ``list_checkpoints`` and picks the default with ``largest_checkpoint``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from .errors import GPENError, ModelNotFoundError
 
 FACEXLIB_FILES = {
     "detection": ("detection_Resnet50_Final.pth", "RetinaFace-R50.pth", "detection_mobilenet0.25_Final.pth"),
@@ -30,6 +33,7 @@ FILE_ENV = {"detection": "GPEN_DETECTION_WEIGHTS", "parsing": "GPEN_PARSING_WEIG
 DIR_ENV = "GPEN_FACEXLIB_DIR"
 MODELS_ENV = "GPEN_MODELS_DIR"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+_SIZE_IN_NAME = re.compile(r"(?<!\d)(64|128|256|512|1024|2048)(?!\d)")  # GPEN-BFR-512.pth, gpen_1024.safetensors
 
 PathLike = str | os.PathLike
 
@@ -113,3 +117,50 @@ def find_gpen_models(search_dirs: Sequence[PathLike] = ()) -> list[Path]:
             found += sorted(p for p in folder.iterdir()
                             if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and "gpen" in p.name.lower())
     return _unique(found)
+
+
+def list_checkpoints(folder: PathLike) -> list[Path]:
+    """Every checkpoint file (.pth/.pt/.safetensors, any name) under ``folder``, recursive, sorted by
+    POSIX path relative to ``folder``; [] when the folder does not exist. Files are listed, never opened."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    files = (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def checkpoint_size(path: PathLike) -> int | None:
+    """Crop size S in px of a GPEN checkpoint, or None when the file is missing or no GPEN model.
+
+    Read from an official size in the name (``GPEN-BFR-2048.pth`` -> 2048) without opening the file, else
+    from the file's tensor shapes; that result is cached per (path, modification time) because reading a
+    large checkpoint takes seconds.
+    """
+    path = Path(path)
+    match = _SIZE_IN_NAME.search(path.name)
+    if match:
+        return int(match.group(1))
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _size_from_file(path.absolute(), mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _size_from_file(path: Path, mtime_ns: int) -> int | None:
+    from .checkpoint import inspect_checkpoint  # imports torch: only when a name says nothing
+
+    try:
+        return int(inspect_checkpoint(path).size)
+    except (GPENError, OSError):
+        return None
+
+
+def largest_checkpoint(paths: Iterable[PathLike]) -> Path | None:
+    """The checkpoint with the largest crop size (``checkpoint_size``; unreadable files count as 0), ties
+    broken by the later file name; None for no paths."""
+    candidates = [Path(p) for p in paths]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (checkpoint_size(p) or 0, p.name))

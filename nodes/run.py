@@ -16,13 +16,11 @@ from comfy import model_management
 
 from .. import gpen_core
 from ..gpen_core.devices import resolve_dtype
+from ..gpen_core.pipeline import working_memory_bytes
 from .paths import face_weight_dirs, model_path
 
 FACE_BATCH = 4
 """Faces per network call; gpen_core halves it on out-of-memory."""
-_WORK_BYTES_PER_PIXEL = 3072
-"""Peak working memory per crop pixel (the network runs one face of a batch at a time): 780 MB measured for a
-512 x 512 crop in fp32 on CPU, batch 1 or 4."""
 
 _loaded: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 """Models still held by ComfyUI (its output cache), by (file, mtime, size, dtype): loaded once, reused."""
@@ -62,6 +60,14 @@ class _FaceProgress:
         self.bar.update_absolute(self.done, max(self.done + self.unsearched, 1))
 
 
+def _on_oom() -> None:
+    """Out of memory mid-batch: drop the cached detection/parsing networks too (ComfyUI's memory manager does not
+    know them), then let ComfyUI empty its cache. Not done after every run: they are small (~200 MB together) and
+    would be read from disk again for each run."""
+    gpen_core.release_face_models()
+    model_management.soft_empty_cache()
+
+
 def _to_uint16(frame: torch.Tensor) -> np.ndarray:
     """(H,W,C) float in [0,1] -> (H,W,C) uint16 numpy."""
     return np.rint(frame.float().clamp(0, 1).cpu().numpy() * 65535.0).astype(np.uint16)
@@ -76,7 +82,7 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     S x S image when there are none, MASK (B,H,W)), float32 in [0,1] on the CPU.
     """
     device = model_management.get_torch_device()
-    work_bytes = gpen_model.size ** 2 * _WORK_BYTES_PER_PIXEL
+    work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype)
     model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
     progress = _FaceProgress(len(image))
     search_dirs = face_weight_dirs()
@@ -90,7 +96,7 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
                 min_face_size=min_face_size, alpha=alpha, mask=mask, color_correction=color_correction,
                 batch_size=FACE_BATCH, search_dirs=search_dirs, device=device, on_progress=progress.update,
                 check_interrupt=model_management.throw_exception_if_processing_interrupted,
-                on_oom=model_management.soft_empty_cache)
+                on_oom=_on_oom)
             progress.image_done(result.n_faces)
             results.append(result)
     finally:

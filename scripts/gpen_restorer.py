@@ -6,10 +6,8 @@ image out. Importing this file (the WebUI does it for every extension script) re
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
@@ -39,16 +37,14 @@ def _import_gpen_core():
 
 
 gpen_core = _import_gpen_core()
-from gpen_core.model_paths import CHECKPOINT_SUFFIXES  # noqa: E402  (needs the import above)
+from gpen_core.download import missing_model_message  # noqa: E402  (needs the import above)
+from gpen_core.model_paths import largest_checkpoint, list_checkpoints  # noqa: E402
 
 
 def download_hint(model_dir: Path = MODEL_DIR) -> str:
     """One paragraph telling the user where models go and how to download one."""
-    return (
-        f"GPEN: no model in {model_dir} - faces are left unchanged. Put a GPEN-BFR-*.pth or .safetensors file "
-        f"there, or download one with:\n  cd \"{EXTENSION_DIR}\" && \"{sys.executable}\" -m gpen_core download 512 "
-        f"--dir \"{model_dir}\"\n(sizes: 256, 512, 1024, 2048), then pick it in Settings -> GPEN."
-    )
+    how = missing_model_message([model_dir], model_dir, python=sys.executable, workdir=EXTENSION_DIR)
+    return f"GPEN: no model in {model_dir} - faces are left unchanged.\n{how}\nThen pick it in Settings -> GPEN."
 
 
 def ensure_model_dir(model_dir: Path = MODEL_DIR) -> None:
@@ -61,34 +57,15 @@ def ensure_model_dir(model_dir: Path = MODEL_DIR) -> None:
 
 def list_models(model_dir: Path = MODEL_DIR) -> list[str]:
     """Checkpoint files under model_dir, as sorted POSIX paths relative to it (the setting's values)."""
-    if not model_dir.is_dir():
-        return []
-    files = (p for p in model_dir.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
-    return sorted(p.relative_to(model_dir).as_posix() for p in files)
-
-
-@functools.lru_cache(maxsize=64)
-def _model_size(path: Path, mtime_ns: int) -> int:
-    """Crop size of a checkpoint in pixels: from a size in its name (GPEN-BFR-2048.pth), else from the
-    file (cached per modification time: reading a checkpoint can take seconds), else 0 when unreadable."""
-    match = re.search(r"(?<!\d)(64|128|256|512|1024|2048)(?!\d)", path.name)
-    if match:
-        return int(match.group(1))
-    try:
-        return int(gpen_core.inspect_checkpoint(path).size)
-    except (gpen_core.GPENError, OSError):
-        return 0
+    return [p.relative_to(model_dir).as_posix() for p in list_checkpoints(model_dir)]
 
 
 def selected_model(model_dir: Path = MODEL_DIR) -> Path | None:
     """The checkpoint the settings ask for; the largest one present when set to automatic or missing."""
-    names = list_models(model_dir)
     choice = getattr(shared.opts, "gpen_model", AUTO_MODEL)
-    if choice in names:
+    if choice in list_models(model_dir):
         return model_dir / choice
-    if not names:
-        return None
-    return max((model_dir / n for n in names), key=lambda p: (_model_size(p, p.stat().st_mtime_ns), p.name))
+    return largest_checkpoint(list_checkpoints(model_dir))
 
 
 def search_dirs() -> list[Path]:
@@ -178,8 +155,10 @@ class GPENFaceRestorer(face_restoration.FaceRestoration):
             errors.report("GPEN face restoration failed; the image is left unchanged", exc_info=True)
             return np_image
         finally:
-            if self.model is not None and getattr(shared.opts, "face_restoration_unload", False):
-                self.model.to(devices.cpu)
+            if getattr(shared.opts, "face_restoration_unload", False):
+                if self.model is not None:
+                    self.model.to(devices.cpu)
+                gpen_core.release_face_models()
 
 
 def on_ui_settings() -> None:

@@ -307,8 +307,9 @@ def test_model_is_reused_for_same_file_and_dtype(host, model):
 
 
 def test_missing_model_names_the_folders(host):
-    with pytest.raises(FileNotFoundError, match="facerestore_models"):
+    with pytest.raises(FileNotFoundError, match="facerestore_models") as info:
         host.run("GPENModelLoader", model_name="GPEN-BFR-512.pth", dtype="auto")
+    assert "-m gpen_core download 512 --dir" in str(info.value)  # and how to get the model
 
 
 # ---------------------------------------------------------------------------------------------- restoring
@@ -336,7 +337,8 @@ def test_batch_with_zero_one_and_four_faces(make_host, host, model, batch, monke
         changed = (restored[i] - images[i]).abs().amax(dim=-1) > 2 / 255
         assert bool(changed[mask[i] > 0.5].any()) and not bool(changed[mask[i] == 0].any())
     # memory: freed before, run on the compute device, back to the offload device after
-    assert host.mm.calls[0][0] == "free_memory" and host.mm.calls[0][1] > 0
+    net_bytes = sum(p.numel() * p.element_size() for p in model.net.parameters())
+    assert host.mm.calls[0][:2] == ("free_memory", net_bytes + 256 * 256 * 3072)  # weights + fp32 work memory
     assert moves[-1] == torch.device("cpu") and len(moves) == 2
     # progress over the faces of the whole batch, ending complete
     updates = host.utils.ProgressBar.updates
@@ -370,9 +372,12 @@ def test_out_of_memory_retries_with_smaller_face_batches(host, model, batch, mon
         return restore_crops(crops)
 
     monkeypatch.setattr(model, "restore_crops", small_memory)
+    releases = []
+    pack_core = sys.modules[host.pack.__name__ + ".gpen_core"]
+    monkeypatch.setattr(pack_core, "release_face_models", lambda: releases.append(1))
     result = host.run("GPENRestoreFaces", image=images[2:], gpen_model=model, **RESTORE_DEFAULTS)
     assert sizes == [4, 2, 1, 1, 1, 1]
-    assert host.mm.calls.count(("soft_empty_cache",)) == 2
+    assert host.mm.calls.count(("soft_empty_cache",)) == 2 and len(releases) == 2  # cached face nets dropped too
     for got, want in zip(result, reference):
         assert torch.allclose(got, want, atol=1e-6)
 

@@ -194,3 +194,16 @@ def test_restore_download_flag_fetches_the_model_first(tmp_path, server, monkeyp
     assert cli.main([*common, "--download"]) == 1
     assert "256 px GPEN model, not 512" in capsys.readouterr().err
     assert _files(tmp_path / "models") == []
+
+
+def test_missing_model_message_names_folders_and_the_download_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPEN_MODELS_DIR", str(tmp_path / "default"))
+    text = download.missing_model_message([tmp_path / "a", tmp_path / "b"], size=1024)
+    assert f"\n  {tmp_path / 'a'}\n  {tmp_path / 'b'}\n" in text and "GPEN-BFR-1024.pth" in text
+    assert "\n  python -m gpen_core download 1024\n" in text and str(tmp_path / "default") in text
+    assert "256, 512, 1024, 2048" in text
+
+    host = tmp_path / "my models"
+    text = download.missing_model_message([host], host, python="/opt/py/bin/python", workdir=tmp_path / "ext")
+    assert f"in {host}\n" in text and str(tmp_path / "default") not in text
+    assert f'cd {tmp_path / "ext"} && /opt/py/bin/python -m gpen_core download 512 --dir "{host}"' in text

@@ -1,5 +1,6 @@
 """Discovery of facexlib weights and GPEN checkpoints in host folders; nothing is opened or downloaded."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,13 @@ import pytest
 from gpen_core import model_paths
 from gpen_core.errors import ModelNotFoundError
 from gpen_core.model_paths import (
+    checkpoint_size,
     default_model_dirs,
     facexlib_weight_dirs,
     find_facexlib_weights,
     find_gpen_models,
+    largest_checkpoint,
+    list_checkpoints,
 )
 
 
@@ -109,3 +113,42 @@ def test_gpen_checkpoints_listed_not_loaded(clean, monkeypatch):
     assert dirs[0] == env_dir and dirs[1] == local.parent and cached.parent in dirs
     assert find_gpen_models() == [env_dir / "GPEN-BFR-2048.pth", local, cached]
     assert all(d in facexlib_weight_dirs() for d in dirs)
+
+
+TINY = Path(__file__).parent / "data" / "tiny-256.safetensors"
+
+
+def test_list_checkpoints_any_name_recursive_sorted(tmp_path):
+    for name in ("b.pth", "A.safetensors", "sub/GPEN-BFR-1024.pt", "notes.txt", "sub/x.ckpt"):
+        touch(tmp_path / name)
+    assert [p.relative_to(tmp_path).as_posix() for p in list_checkpoints(tmp_path)] == [
+        "A.safetensors", "b.pth", "sub/GPEN-BFR-1024.pt"]
+    assert list_checkpoints(tmp_path / "missing") == []
+
+
+def test_checkpoint_size_from_name_else_file_cached_per_mtime(tmp_path, monkeypatch):
+    import gpen_core.checkpoint
+
+    named = touch(tmp_path / "GPEN-BFR-2048.pth")  # not a checkpoint: the name alone decides
+    assert checkpoint_size(named) == 2048
+    assert checkpoint_size(touch(tmp_path / "model-20480.pth")) is None  # 20480 is no GPEN size
+    unnamed = tmp_path / "face.safetensors"
+    unnamed.write_bytes(TINY.read_bytes())
+    reads = []
+    real = gpen_core.checkpoint.inspect_checkpoint
+    monkeypatch.setattr(gpen_core.checkpoint, "inspect_checkpoint", lambda p: reads.append(p) or real(p))
+    assert checkpoint_size(unnamed) == checkpoint_size(str(unnamed)) == 256
+    assert len(reads) == 1
+    unnamed.write_bytes(b"replaced by something unreadable")
+    os.utime(unnamed, ns=(1, 1))  # a new modification time: read again
+    assert checkpoint_size(unnamed) is None and len(reads) == 2
+    assert checkpoint_size(tmp_path / "gone.pth") is None
+
+
+def test_largest_checkpoint_prefers_size_then_name(tmp_path):
+    paths = [touch(tmp_path / n) for n in ("GPEN-BFR-512.pth", "GPEN-BFR-2048.pth", "junk.pth")]
+    tiny = tmp_path / "zz-face.safetensors"
+    tiny.write_bytes(TINY.read_bytes())
+    assert largest_checkpoint(paths + [tiny]).name == "GPEN-BFR-2048.pth"
+    assert largest_checkpoint([paths[2], tiny]) == tiny  # 256 read from the file beats unreadable
+    assert largest_checkpoint([]) is None

@@ -99,6 +99,20 @@ def test_identity_restorer_gives_back_the_input(solvay_rgb, fixture_meta):
     assert (result.mask > 0.99).sum() > 4 * 100 * 100
 
 
+def test_identity_restorer_with_exact_warps_gives_back_the_input_everywhere(solvay_rgb):
+    """Landmarks on the template shifted by whole pixels make both warps exact, so the paste-back
+    (mask blend, two-face merge, rounding) must return the photo within 1 grey level everywhere."""
+    from gpen_core.alignment import reference_points
+
+    image = np.ascontiguousarray(solvay_rgb[100:500, 300:900])
+    template = reference_points(256)
+    landmarks = np.stack([template + [20, 40], template + [200, 90]])  # two overlapping faces
+    result = restore_faces(image, Identity(256), landmarks=landmarks, mask="rectangle")
+    assert result.n_faces == 2 and min(f.face.size for f in result.faces) >= 100
+    assert (result.mask > 0.99).sum() > 2 * 150 * 150
+    assert np.abs(result.image.astype(np.int16) - image).max() <= 1
+
+
 def test_no_face_and_alpha_zero_leave_the_image_unchanged(crop_and_landmarks):
     image, landmarks = crop_and_landmarks
     for kwargs in ({"landmarks": np.zeros((0, 5, 2))}, {"landmarks": landmarks, "alpha": 0.0}):
@@ -232,3 +246,25 @@ def test_parser_drops_background_hat_and_cloth(kind, dropped, kept):
         mask = parser(crops)
         assert mask.shape == (1, 128, 128)
         assert (mask.max() == 0) if label in dropped else (mask[0, 64, 64] > 0.99)
+
+
+def test_working_memory_estimate_scales_with_pixels_and_precision():
+    from gpen_core.pipeline import working_memory_bytes
+
+    fp32 = working_memory_bytes(512)
+    assert 750e6 < fp32 < 850e6  # measured: ~780 MB for one 512 px crop in fp32
+    assert working_memory_bytes(1024) == 4 * fp32
+    assert working_memory_bytes(512, torch.float16) == working_memory_bytes(512, torch.bfloat16) == fp32 // 2
+
+
+def test_release_face_models_drops_cached_networks(tmp_path):
+    from gpen_core.detection import get_mtcnn
+    from gpen_core.detection.retinaface import load_retinaface
+    from gpen_core.masks import load_parser
+
+    parsing = _random_parsenet(tmp_path, keep_class=1) / "parsing_parsenet.pth"
+    mtcnn, parser = get_mtcnn("cpu"), load_parser(parsing)
+    assert get_mtcnn("cpu") is mtcnn and load_parser(parsing) is parser  # cached until released
+    gpen_core.release_face_models()
+    assert load_retinaface.cache_info().currsize == 0
+    assert get_mtcnn("cpu") is not mtcnn and load_parser(parsing) is not parser

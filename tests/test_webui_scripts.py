@@ -256,7 +256,7 @@ def test_restore_runs_gpen_caches_the_model_and_reloads_on_a_new_setting(webui, 
 def test_face_restoration_unload_moves_the_model_to_cpu_afterwards(webui, monkeypatch, unload):
     webui.model_dir.mkdir(parents=True)
     shutil.copy(TINY, webui.model_dir / "tiny.safetensors")
-    load_script("gpen_restorer.py")
+    script = load_script("gpen_restorer.py")
     webui.devices.device_codeformer = torch.device("cpu", 0)  # stands for the GPU; equal to cpu for torch
     webui.shared.opts.face_restoration_unload = unload
     webui.shared.opts.gpen_detector = "mtcnn"
@@ -271,8 +271,11 @@ def test_face_restoration_unload_moves_the_model_to_cpu_afterwards(webui, monkey
         return model
 
     monkeypatch.setattr(restorer, "load", recording_load)
+    releases = []
+    monkeypatch.setattr(script.gpen_core, "release_face_models", lambda: releases.append(1))
     restorer.restore(photo(128))
     assert (moves[-1:] == [webui.devices.cpu]) is unload
+    assert len(releases) == unload  # the detector and parsing networks are dropped too
     assert all(d is not webui.devices.cpu for d in moves) is not unload
 
 
