@@ -41,14 +41,8 @@ def astronaut() -> np.ndarray:
 
 
 @pytest.fixture
-def no_weights_anywhere(tmp_path, monkeypatch):
-    """A clean environment: no GPEN env vars, empty cwd/cache, no facexlib package weights."""
-    for var in ("GPEN_DETECTION_WEIGHTS", "GPEN_PARSING_WEIGHTS", "GPEN_FACEXLIB_DIR", "GPEN_MODELS_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model_paths, "_facexlib_package_weights", lambda: [])
-    return tmp_path
+def no_weights_anywhere(clean_env):
+    return clean_env
 
 
 def assert_plausible_landmarks(face: Face) -> None:

@@ -21,13 +21,8 @@ from gpen_core.model_paths import (
 
 
 @pytest.fixture
-def clean(tmp_path, monkeypatch):
-    for var in ("GPEN_DETECTION_WEIGHTS", "GPEN_PARSING_WEIGHTS", "GPEN_FACEXLIB_DIR", "GPEN_MODELS_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(model_paths, "_facexlib_package_weights", lambda: [])
-    return tmp_path
+def clean(clean_env):
+    return clean_env
 
 
 def touch(path: Path) -> Path:
