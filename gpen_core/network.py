@@ -185,14 +185,14 @@ class ModulatedConv2d(nn.Module):
         weights = weight.split([p.shape[1] for p in parts], dim=1)
         if self.upsample:
             out = F.conv_transpose2d(parts[0], weights[0].transpose(0, 1), stride=2)
-            for part, w in zip(parts[1:], weights[1:]):
+            for part, w in zip(parts[1:], weights[1:], strict=True):
                 out += F.conv_transpose2d(part, w.transpose(0, 1), stride=2)
             return self.blur(out, padding=1, bias=bias, leaky=leaky)
         padding = weight.shape[-1] // 2
         if len(parts) == 1:
             return conv_ops.conv2d(parts[0], weights[0], bias, padding=padding, leaky=leaky)
         out = conv_ops.conv2d(parts[0], weights[0], bias, padding=padding)
-        for part, w in zip(parts[1:], weights[1:]):
+        for part, w in zip(parts[1:], weights[1:], strict=True):
             conv_ops.conv2d_add_(out, part, w, padding=padding)
         return F.leaky_relu_(out, 0.2) if leaky else out
 

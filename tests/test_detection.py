@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpen_core import model_paths
-from gpen_core.detection import as_rgb8, detect_faces, get_mtcnn, resolve_detector
+from gpen_core.detection import as_rgb8, detect_faces, resolve_detector
 from gpen_core.detection.mtcnn import nms, square
 from gpen_core.detection.retinaface import backbone_of, load_retinaface
 from gpen_core.errors import FaceDetectorError, ImageError

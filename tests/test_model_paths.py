@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from gpen_core import model_paths
 from gpen_core.errors import ModelNotFoundError
 from gpen_core.model_paths import (
     checkpoint_size,
