@@ -43,14 +43,6 @@ def matmul_gflops(device: torch.device, runs: int = 3) -> float:
     return 2 * 4096**3 / min(times[1:]) / 1e9
 
 
-def _reset_peak_rss() -> None:
-    """Restart the kernel's peak-RSS count (Linux); elsewhere the peak covers the whole process."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def _peak_rss_gib() -> float:
     try:
         status = Path("/proc/self/status").read_text()
@@ -82,25 +74,15 @@ def count_gflop(net: GPEN, x: torch.Tensor) -> float:
 
 
 def measure_forward(size: int, dtype: str, device: str, runs: int) -> dict:
-    """Median forward seconds (after one warm-up), GFLOP/s and peak memory of one layout."""
+    """Median forward seconds (after one warm-up), GFLOP/s and peak memory of one layout.
+
+    The timed forwards come first in the process, so the peak RSS is theirs (plus the weights and
+    torch itself); the matmul yardstick, the FLOP count and the accuracy check run afterwards.
+    """
     dev = torch.device(device)
     torch_dtype = resolve_dtype(dtype)
-    matmul = matmul_gflops(dev)
-    net = init_random_(GPEN(OFFICIAL_LAYOUTS[size])).eval().to(dev, torch_dtype)
+    net = init_random_(GPEN(OFFICIAL_LAYOUTS[size])).eval().requires_grad_(False).to(dev, torch_dtype)
     x = (torch.rand(1, 3, size, size) * 2 - 1).to(dev, torch_dtype)
-    gflop = count_gflop(net, x)
-    error = None
-    if torch_dtype != torch.float32:  # accuracy against this network in fp32, same weights and input
-        with torch.inference_mode():
-            reference = net.float()(x.float()).float()
-            net.to(torch_dtype)
-            error = (net(x).float() - reference).abs()
-        error = {"max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
-                 "reference_std": float(reference.std())}
-        del reference
-    _reset_peak_rss()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     times = []
     with torch.inference_mode():
         for _ in range(runs + 1):
@@ -110,14 +92,20 @@ def measure_forward(size: int, dtype: str, device: str, runs: int) -> dict:
             _sync(dev)
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times[1:])
-    result = {
-        "what": "forward", "size": size, "dtype": dtype, "device": device, "seconds": seconds,
-        "gflop": gflop, "gflops": gflop / seconds, "matmul_gflops": matmul,
-        "share_of_matmul": gflop / seconds / matmul,
-        "peak_rss_gib": _peak_rss_gib(), **(error or {}),
-    }
+    result = {"what": "forward", "size": size, "dtype": dtype, "device": device, "seconds": seconds,
+              "peak_rss_gib": _peak_rss_gib()}
     if dev.type == "cuda":
         result["cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    gflop = count_gflop(net, x)
+    matmul = matmul_gflops(dev)
+    result.update(gflop=gflop, gflops=gflop / seconds, matmul_gflops=matmul, share_of_matmul=gflop / seconds / matmul)
+    if torch_dtype != torch.float32:  # accuracy against this network in fp32, same weights and input
+        with torch.inference_mode():
+            out = net(x).float()
+            reference = net.float()(x.float()).float()
+        error = (out - reference).abs()
+        result.update(max_abs_error=float(error.max()), mean_abs_error=float(error.mean()),
+                      reference_std=float(reference.std()))
     return result
 
 
