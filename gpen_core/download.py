@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import model_paths
 from .errors import CheckpointError, GPENError, ModelNotFoundError
 
 _OSS = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/"
@@ -41,7 +42,6 @@ SOURCES: dict[int, tuple[str, ...]] = {
     2048: (_MODELSCOPE + "pytorch_model-2048.pt", _OSS + "GPEN-BFR-2048.pth"),
 }
 BASE_URL_ENV = "GPEN_DOWNLOAD_BASE_URL"
-MODELS_DIR_ENV = "GPEN_MODELS_DIR"
 _CHUNK = 1 << 20
 
 
@@ -52,10 +52,8 @@ class DownloadError(GPENError, OSError):
 def default_download_dir() -> Path:
     """Folder downloads go to, one that `model_paths.default_model_dirs()` searches: the first folder of
     $GPEN_MODELS_DIR if set, else $XDG_CACHE_HOME/gpen_core (default ~/.cache/gpen_core)."""
-    env = [p for p in os.environ.get(MODELS_DIR_ENV, "").split(os.pathsep) if p.strip()]
-    if env:
-        return Path(env[0]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpen_core"
+    env = model_paths.env_dirs(model_paths.MODELS_ENV)
+    return env[0] if env else model_paths.cache_dir()
 
 
 def checkpoint_filename(size: int) -> str:

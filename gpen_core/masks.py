@@ -106,7 +106,7 @@ def _parsing_kind(state: dict) -> str:
 @functools.lru_cache(maxsize=4)
 def _load_parser(path: str, device: str) -> FaceParser:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.serialization.load(path, map_location="cpu", weights_only=True)  # as checkpoint.py
     except Exception as exc:  # corrupt file, pickle refused, ...
         raise CheckpointError(f"cannot read face-parsing weights {path}: {exc}") from exc
     if isinstance(state, dict) and isinstance(state.get("params"), dict):

@@ -24,6 +24,7 @@ class GPENModel:
 
     @property
     def config(self) -> GPENConfig:
+        """Hyper-parameters inferred from the checkpoint (size, channel multiplier, narrow, style_dim, n_mlp)."""
         return self.net.config
 
     @property
@@ -33,10 +34,12 @@ class GPENModel:
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are, and so where the network runs."""
         return next(self.net.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The weights' dtype (float32, float16 or bfloat16); ``net`` takes and returns this dtype."""
         return next(self.net.parameters()).dtype
 
     def to(self, device: str | torch.device) -> GPENModel:

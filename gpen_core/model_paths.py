@@ -38,7 +38,8 @@ _SIZE_IN_NAME = re.compile(r"(?<!\d)(64|128|256|512|1024|2048)(?!\d)")  # GPEN-B
 PathLike = str | os.PathLike
 
 
-def _env_dirs(name: str) -> list[Path]:
+def env_dirs(name: str) -> list[Path]:
+    """The folders an ``os.pathsep``-separated environment variable names, in order."""
     return [Path(p).expanduser() for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
@@ -57,19 +58,23 @@ def _facexlib_package_weights() -> list[Path]:
     return [Path(p) / "weights" for p in spec.submodule_search_locations]
 
 
+def cache_dir() -> Path:
+    """The user cache for checkpoints: ``$XDG_CACHE_HOME/gpen_core`` (default ``~/.cache/gpen_core``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpen_core"
+
+
 def default_model_dirs() -> list[Path]:
     """Folders searched for GPEN checkpoints, in order (they need not exist).
 
     ``GPEN_MODELS_DIR`` (``os.pathsep``-separated), ``./models/GPEN``, ``./weights`` (GPEN's own
     repository layout), and the user cache ``$XDG_CACHE_HOME/gpen_core`` (default ``~/.cache/gpen_core``).
     """
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpen_core"
-    return _unique([*_env_dirs(MODELS_ENV), Path("models") / "GPEN", Path("weights"), cache])
+    return _unique([*env_dirs(MODELS_ENV), Path("models") / "GPEN", Path("weights"), cache_dir()])
 
 
 def facexlib_weight_dirs(search_dirs: Sequence[PathLike] = ()) -> list[Path]:
     """Folders searched for facexlib weights after the explicit path and the per-file env var."""
-    return _unique([*_env_dirs(DIR_ENV), *map(Path, search_dirs), *_facexlib_package_weights(),
+    return _unique([*env_dirs(DIR_ENV), *map(Path, search_dirs), *_facexlib_package_weights(),
                     *default_model_dirs()])
 
 
@@ -130,10 +135,10 @@ def list_checkpoints(folder: PathLike) -> list[Path]:
 
 
 def checkpoint_size(path: PathLike) -> int | None:
-    """Crop size S in px of a GPEN checkpoint, or None when the file is missing or no GPEN model.
+    """Crop size S in px of a GPEN checkpoint, or None when it cannot be read as one.
 
-    Read from an official size in the name (``GPEN-BFR-2048.pth`` -> 2048) without opening the file, else
-    from the file's tensor shapes; that result is cached per (path, modification time) because reading a
+    Taken from an official size in the name (``GPEN-BFR-2048.pth`` -> 2048) without opening or checking
+    the file (listing stays fast); otherwise read from the file's tensor shapes; that result is cached per (path, modification time) because reading a
     large checkpoint takes seconds.
     """
     path = Path(path)

@@ -81,7 +81,7 @@ def _to_rgb8(colour: np.ndarray) -> np.ndarray:
 
 def _aligned_crop(colour: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """(S, S, 3) float32 RGB crop in 8-bit units, cut at the image's own precision."""
-    crop = warp_to_crop(np.ascontiguousarray(colour), matrix, size)
+    crop = warp_to_crop(colour, matrix, size)
     if crop.ndim == 2:
         crop = crop[..., None]
     crop = crop.astype(np.float32) / (257.0 if colour.dtype == np.uint16 else 1.0)
@@ -92,8 +92,7 @@ def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> 
     if landmarks is None:
         from .detection import detect_faces
         # The caller's thresholds reach the detector too: its own defaults would otherwise filter first.
-        options = {k: v for k, v in (("score_threshold", selection["score_threshold"]),
-                                     ("min_face_size", selection["min_size"] or None)) if v is not None}
+        options = {"score_threshold": selection["score_threshold"], "min_face_size": selection["min_size"]}
         faces = detect_faces(_to_rgb8(colour), detector, device=device, search_dirs=tuple(search_dirs), **options)
     else:
         points = np.asarray(landmarks, np.float32)
@@ -138,6 +137,12 @@ def restore_faces(
     rectangle), "parsing" or "rectangle". color_correction: match each restored face's CIELAB mean/std to
     the input face. batch_size: faces per network call; halved down to 1 on out-of-memory, after calling
     on_oom(). on_progress(done, total) after each batch; check_interrupt() before each batch (may raise).
+    keep_crops: keep each face's aligned and restored (S, S, 3) uint8 RGB crops in the result (False saves
+    memory on photos with many faces). search_dirs: extra folders for RetinaFace / parsing weights (a host's
+    model folders). device: where detection and parsing run (default: the model's device; the network
+    always runs on the model's own device).
+    Returns a RestoreResult: the image (same shape and dtype as the input), per face its box, score,
+    landmarks and crops, the (H, W) float32 paste mask in [0, 1], and timings in seconds.
     No face found: the image comes back unchanged (a copy) with 0 faces.
     """
     if not 0.0 <= alpha <= 1.0:
@@ -146,7 +151,7 @@ def restore_faces(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     start = time.perf_counter()
     timings = dict.fromkeys(("detect", "align", "network", "mask", "paste"), 0.0)
-    colour = _colour_channels(image)
+    colour = np.ascontiguousarray(_colour_channels(image))  # once: RGBA's colour view is strided
     size = int(model.size)
     device = device if device is not None else getattr(model, "device", None)
 

@@ -63,7 +63,7 @@ def list_models(model_dir: Path = MODEL_DIR) -> list[str]:
 def selected_model(model_dir: Path = MODEL_DIR) -> Path | None:
     """The checkpoint the settings ask for; the largest one present when set to automatic or missing."""
     choice = getattr(shared.opts, "gpen_model", AUTO_MODEL)
-    if choice in list_models(model_dir):
+    if choice != AUTO_MODEL and (model_dir / choice).is_file():
         return model_dir / choice
     return largest_checkpoint(list_checkpoints(model_dir))
 

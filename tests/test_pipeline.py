@@ -113,6 +113,17 @@ def test_identity_restorer_with_exact_warps_gives_back_the_input_everywhere(solv
     assert np.abs(result.image.astype(np.int16) - image).max() <= 1
 
 
+def test_min_face_size_zero_keeps_faces_smaller_than_the_detector_default(solvay_rgb):
+    """0 means no size filter: faces under the detector's own 20 px default must still be restored."""
+    from gpen_core.detection import detect_faces
+
+    small = cv2.resize(solvay_rgb, None, fx=0.55, fy=0.55, interpolation=cv2.INTER_AREA)
+    default = detect_faces(small, "mtcnn")
+    result = restore_faces(small, Identity(64), detector="mtcnn", min_face_size=0, alpha=0.0)
+    assert result.n_faces > len(default)
+    assert min(f.face.size for f in result.faces) < 20
+
+
 def test_no_face_and_alpha_zero_leave_the_image_unchanged(crop_and_landmarks):
     image, landmarks = crop_and_landmarks
     for kwargs in ({"landmarks": np.zeros((0, 5, 2))}, {"landmarks": landmarks, "alpha": 0.0}):
@@ -252,7 +263,7 @@ def test_working_memory_estimate_scales_with_pixels_and_precision():
     from gpen_core.pipeline import working_memory_bytes
 
     fp32 = working_memory_bytes(512)
-    assert 750e6 < fp32 < 850e6  # measured: ~780 MB for one 512 px crop in fp32
+    assert 750e6 < fp32 < 850e6  # the formula keeps the ~780 MB measured once for a 512 px crop in fp32
     assert working_memory_bytes(1024) == 4 * fp32
     assert working_memory_bytes(512, torch.float16) == working_memory_bytes(512, torch.bfloat16) == fp32 // 2
 
@@ -262,9 +273,13 @@ def test_release_face_models_drops_cached_networks(tmp_path):
     from gpen_core.detection.retinaface import load_retinaface
     from gpen_core.masks import load_parser
 
+    from test_detection import random_retinaface_file
+
     parsing = _random_parsenet(tmp_path, keep_class=1) / "parsing_parsenet.pth"
-    mtcnn, parser = get_mtcnn("cpu"), load_parser(parsing)
+    retina = str(random_retinaface_file(tmp_path / "det"))
+    mtcnn, parser, detector = get_mtcnn("cpu"), load_parser(parsing), load_retinaface(retina, "cpu")
     assert get_mtcnn("cpu") is mtcnn and load_parser(parsing) is parser  # cached until released
+    assert load_retinaface(retina, "cpu") is detector
     gpen_core.release_face_models()
-    assert load_retinaface.cache_info().currsize == 0
     assert get_mtcnn("cpu") is not mtcnn and load_parser(parsing) is not parser
+    assert load_retinaface(retina, "cpu") is not detector

@@ -24,7 +24,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.serialization.load(path, map_location="cpu", weights_only=True)  # as checkpoint.py
     except Exception as err:  # any unreadable file gets the same actionable message
         raise FaceDetectorError(f"cannot read RetinaFace weights {path}: {err}") from err
     if isinstance(state, dict) and "state_dict" in state:
