@@ -285,7 +285,7 @@ def _restore_all(args, model, inputs: list[Path], landmarks: dict, images: list,
             out = write_image(output_path(src, args.output_dir, ext=args.ext, suffix=args.suffix, taken=taken),
                               result.image, quality=args.quality, protect=inputs)
             taken.append(out)
-            faces = [_face_record(args, out, i, item, inputs) for i, item in enumerate(result.faces)]
+            faces = [_face_record(args, out, item, inputs) for item in result.faces]
             timings = {**result.timings, "read": read_s, "write": time.perf_counter() - write_started,
                        "wall": time.perf_counter() - started}
         except GPENError as exc:
@@ -299,8 +299,8 @@ def _restore_all(args, model, inputs: list[Path], landmarks: dict, images: list,
                        "timings": {k: round(float(v), 4) for k, v in timings.items()}})
 
 
-def _face_record(args, out: Path, index: int, item, protect: list[Path]) -> dict:
-    face = item.face
+def _face_record(args, out: Path, item, protect: list[Path]) -> dict:
+    face, index = item.face, item.index
     record = {"index": index, "box": _rounded(face.box), "score": round(float(face.score), 4),
               "landmarks": _rounded(face.landmarks)}
     if args.save_faces:

@@ -33,10 +33,12 @@ _WORK_VALUES_PER_PIXEL = 768
 @dataclass
 class RestoredFace:
     """One face: the detection (``face``: box, score, landmarks in image px) and its S x S crops,
-    (S, S, 3) uint8 RGB, or None when crops were not kept (``keep_crops=False``, or not restored)."""
+    (S, S, 3) uint8 RGB, or None when crops were not kept (``keep_crops=False``, or not restored).
+    ``index``: its position among all faces found (left to right), the number ``face_indices`` uses."""
     face: Face
     aligned: np.ndarray | None = None
     restored: np.ndarray | None = None
+    index: int = 0
 
 
 @dataclass
@@ -88,7 +90,8 @@ def _aligned_crop(colour: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarr
     return np.repeat(crop, 3, axis=2) if crop.shape[2] == 1 else crop
 
 
-def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> list[Face]:
+def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> list[tuple[int, Face]]:
+    """The selected faces, each with its position among all faces found."""
     if landmarks is None:
         from .detection import detect_faces
         # The caller's thresholds reach the detector too: its own defaults would otherwise filter first.
@@ -100,7 +103,8 @@ def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> 
         if points.ndim != 3 or points.shape[1:] != (5, 2):
             raise ValueError(f"landmarks must be (N, 5, 2) (x, y) image px, got shape {points.shape}")
         faces = [Face(box=estimate_face_box(p), score=1.0, landmarks=p) for p in points]
-    return select_faces(faces, colour.shape, **selection)
+    position = {id(face): i for i, face in enumerate(faces)}
+    return [(position[id(face)], face) for face in select_faces(faces, colour.shape, **selection)]
 
 
 def restore_faces(
@@ -155,9 +159,10 @@ def restore_faces(
     size = int(model.size)
     device = device if device is not None else getattr(model, "device", None)
 
-    faces = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
+    found = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
         mode=select, indices=face_indices, min_size=min_face_size, max_faces=max_faces,
         score_threshold=score_threshold))
+    faces = [face for _, face in found]
     timings["detect"] = time.perf_counter() - start
 
     output = image.copy()
@@ -206,7 +211,8 @@ def restore_faces(
             timings["paste"] += time.perf_counter() - t
         keep_restored = keep_crops and restored is not None
         for j, face in enumerate(chunk):
-            results.append(RestoredFace(face, crops[j] if keep_crops else None, restored[j] if keep_restored else None))
+            results.append(RestoredFace(face, crops[j] if keep_crops else None,
+                                        restored[j] if keep_restored else None, index=found[done + j][0]))
         done += len(chunk)
         if on_progress is not None:
             on_progress(done, len(faces))

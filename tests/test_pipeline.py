@@ -124,6 +124,13 @@ def test_min_face_size_zero_keeps_faces_smaller_than_the_detector_default(solvay
     assert min(f.face.size for f in result.faces) < 20
 
 
+def test_restored_faces_keep_their_detection_index(crop_and_landmarks):
+    image, landmarks = crop_and_landmarks
+    result = restore_faces(image, Identity(128), landmarks=landmarks, face_indices=[3, 1])
+    assert [f.index for f in result.faces] == [3, 1]  # in the order asked for
+    np.testing.assert_array_equal(result.faces[0].face.landmarks, landmarks[3])
+
+
 def test_no_face_and_alpha_zero_leave_the_image_unchanged(crop_and_landmarks):
     image, landmarks = crop_and_landmarks
     for kwargs in ({"landmarks": np.zeros((0, 5, 2))}, {"landmarks": landmarks, "alpha": 0.0}):
