@@ -27,9 +27,9 @@ from tqdm import tqdm
 from .download import SOURCES, checkpoint_filename, default_download_dir, download_checkpoint, missing_model_message
 from .errors import GPENError, ModelNotFoundError
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, output_path, read_image, write_image
+from .options import DETECTORS, DTYPE_CHOICES, MASK_KINDS, SELECT_MODES
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-_DTYPES = ("auto", "fp32", "fp16", "bf16")
 # Name preferences when several checkpoints are found and --model is not given.
 _PREFERRED_MODELS = tuple(checkpoint_filename(size).removesuffix(".pth").lower() for size in (512, 1024, 2048, 256))
 
@@ -73,11 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--download", action="store_true",
                    help="download the official checkpoint first if none is found (GPEN-BFR-512 by default)")
     m.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    m.add_argument("--dtype", default="auto", choices=_DTYPES, help="network precision (default auto)")
+    m.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="network precision (default auto)")
     m.add_argument("--batch-size", type=_positive_int, default=4, help="faces per network call (default 4)")
     f = r.add_argument_group("faces")
-    f.add_argument("--detector", default="auto", choices=("auto", "retinaface", "mtcnn"))
-    f.add_argument("--select", default="all", choices=("all", "largest", "center"))
+    f.add_argument("--detector", default="auto", choices=DETECTORS)
+    f.add_argument("--select", default="all", choices=SELECT_MODES)
     f.add_argument("--faces", type=_index_list, metavar="I,J", help="restore only these detected faces (0-based)")
     f.add_argument("--min-face-size", type=int, default=0, metavar="PX")
     f.add_argument("--max-faces", type=_positive_int, metavar="N")
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = r.add_argument_group("blending")
     b.add_argument("--alpha", type=_unit_float, default=1.0, help="1 = restored face, 0 = original (default 1)")
     b.add_argument("--color-correction", action="store_true", help="match restored faces to the input colours")
-    b.add_argument("--mask", default="auto", choices=("auto", "parsing", "rectangle"))
+    b.add_argument("--mask", default="auto", choices=MASK_KINDS)
     o = r.add_argument_group("output")
     o.add_argument("--ext", choices=("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"),
                    help="output format (default: the input's)")

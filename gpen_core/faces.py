@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SELECT_MODES = ("all", "largest", "center")
+from .options import SELECT_MODES
 
 
 @dataclass(eq=False)  # identity equality: comparing numpy fields element-wise is ambiguous

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ModelNotFoundError
+from .options import MASK_KINDS
 
 MASK_SIZE = 512
 BORDER = 26  # px at 512 that never receive the restored face
@@ -142,8 +143,8 @@ def make_mask_fn(kind: str, size: int, *, search_dirs=(), device=None) -> tuple[
     Returns (fn, used) where fn maps restored crops (B, S, S, 3) uint8 RGB to (B, S, S) float32 masks and
     used is "parsing" or "rectangle". Raises ModelNotFoundError for "parsing" without weights.
     """
-    if kind not in ("auto", "parsing", "rectangle"):
-        raise ValueError(f"mask must be 'auto', 'parsing' or 'rectangle', not {kind!r}")
+    if kind not in MASK_KINDS:
+        raise ValueError(f"mask must be one of {MASK_KINDS}, not {kind!r}")
     if kind != "rectangle":
         from .model_paths import find_facexlib_weights
         path = find_facexlib_weights("parsing", search_dirs=tuple(search_dirs))

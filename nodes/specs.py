@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..gpen_core import options
 from .paths import model_names
 
 CATEGORY = "image/restoration"
 MODEL_TYPE = "GPEN_MODEL"
-DTYPES = ["auto", "fp32", "fp16", "bf16"]
-DETECTORS = ["auto", "retinaface", "mtcnn"]
-SELECTIONS = ["all", "largest", "center"]
-MASKS = ["auto", "parsing", "rectangle"]
+DTYPES = list(options.DTYPE_CHOICES)
+DETECTORS = list(options.DETECTORS)
+SELECTIONS = list(options.SELECT_MODES)
+MASKS = list(options.MASK_KINDS)
 
 
 @dataclass(frozen=True)

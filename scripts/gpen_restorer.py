@@ -39,6 +39,7 @@ def _import_gpen_core():
 gpen_core = _import_gpen_core()
 from gpen_core.download import missing_model_message  # noqa: E402  (needs the import above)
 from gpen_core.model_paths import largest_checkpoint, list_checkpoints  # noqa: E402
+from gpen_core.options import DETECTORS  # noqa: E402
 
 
 def download_hint(model_dir: Path = MODEL_DIR) -> str:
@@ -170,7 +171,7 @@ def on_ui_settings() -> None:
         "gpen_alpha": shared.OptionInfo(1.0, "GPEN strength", gr.Slider, {"minimum": 0.0, "maximum": 1.0, "step": 0.01})
         .info("1 = restored face only, 0 = original face"),
         "gpen_detector": shared.OptionInfo("auto", "GPEN face detector", gr.Radio,
-                                           {"choices": ["auto", "retinaface", "mtcnn"]})
+                                           {"choices": list(DETECTORS)})
         .info("auto = RetinaFace when its weights are in models/GFPGAN or facexlib/weights, else the built-in MTCNN"),
         "gpen_color_correction": shared.OptionInfo(False, "GPEN colour correction")
         .info("match the restored faces' colours to the original"),

@@ -15,10 +15,10 @@ import torch
 from ..errors import FaceDetectorError, ImageError
 from ..faces import Face
 from ..model_paths import FACEXLIB_FILES, facexlib_weight_dirs, find_facexlib_weights
+from ..options import DETECTORS
 from .mtcnn import MTCNN
 from .retinaface import detect_retinaface, load_retinaface
 
-DETECTORS = ("auto", "mtcnn", "retinaface")
 DEFAULT_SCORE = {"mtcnn": 0.95, "retinaface": 0.9}  # retinaface: the official GPEN threshold
 MAX_SIDE = 1500  # as the official GPEN code: images with a longer side ...
 DETECT_SIDE = 1000  # ... are detected on a copy with this long side
