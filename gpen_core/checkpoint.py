@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -34,14 +36,47 @@ OTHER_MODELS = {
 }
 
 
-def _sniff_format(path: Path) -> str:
-    with path.open("rb") as f:
-        head = f.read(9)
+#: Leading bytes of files people save under a checkpoint's name by mistake, and what each one is.
+_FOREIGN_MAGIC = (
+    (b"version https://git-lfs", "a Git LFS pointer (a text stub: the repository was cloned without `git lfs`)"),
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive (extract it first)"), (b"7z\xbc\xaf", "a 7-Zip archive (extract it first)"),
+    (b"Rar!", "a RAR archive (extract it first)"), (b"\xfd7zXZ", "an xz archive (extract it first)"),
+)
+
+
+def sniff_format(head: bytes) -> str:
+    """What a file is, from its first bytes (at least 64 wanted): "zip" (torch's zip .pth/.pt), "pickle"
+    (torch's legacy .pth), "safetensors", "onnx", or a phrase naming another kind of file ("an HTML page", ...)."""
     if head[:4] == b"PK\x03\x04":
         return "zip"
-    if len(head) == 9 and head[8:9] == b"{":
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
-    return "pickle"
+    # ONNX is a protobuf ModelProto: field 1 (ir_version, varint) then field 2 (producer_name, string).
+    if head[:1] == b"\x08" and head[2:3] == b"\x12":
+        return "onnx"
+    for magic, what in _FOREIGN_MAGIC:
+        if head.startswith(magic):
+            return what
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text:
+        return "an HTML page (a web page saved instead of the model: a login, error or download page)"
+    if text.startswith((b"{", b"[")):
+        return "a JSON text (often a server's error answer saved instead of the model)"
+    if text and all(32 <= c < 127 or c in b"\t\r\n" for c in text[:64]):
+        return f"a text file starting {head[:40].decode('ascii', 'replace').strip()!r}"
+    return "unrecognised binary data"
+
+
+def _short_reason(text: str) -> str:
+    """The first line of a library's error message, whole sentences only (torch's lines can be paragraphs)."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if len(line) > 300:
+        end = line.rfind(". ", 0, 300)
+        line = line[:end + 1] if end > 0 else line
+    return line
 
 
 def _corrupt(path: Path, detail: str) -> CheckpointError:
@@ -52,6 +87,22 @@ def _corrupt(path: Path, detail: str) -> CheckpointError:
     )
 
 
+def _not_a_checkpoint(path: Path, what: str) -> CheckpointError:
+    if what == "onnx":
+        return CheckpointError(
+            f"{path} is an ONNX model, not a PyTorch or safetensors checkpoint. Load it with "
+            f"gpen_core.load_model (ONNX Runtime runs it), or use the .pth/.safetensors GPEN file.")
+    size_mb = path.stat().st_size / 1e6
+    return CheckpointError(
+        f"{path} is not a model checkpoint: it is {what} ({size_mb:.2f} MB). GPEN checkpoints are PyTorch "
+        f".pth/.pt or .safetensors files of 76-285 MB. Delete it and download the model again: {DOWNLOAD_HINT}."
+    )
+
+
+#: torch names the global a pickle asked for as "GLOBAL module.name" (2.4+ wording and older alike).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+
+
 def _load_torch(path: Path, fmt: str) -> object:
     # torch.serialization.load, not torch.load: A1111 1.8-1.10 replaces torch.load with a checker that
     # rejects entries current torch writes; weights_only=True is the same protection.
@@ -59,16 +110,17 @@ def _load_torch(path: Path, fmt: str) -> object:
         return torch.serialization.load(path, map_location="cpu", weights_only=True, mmap=fmt == "zip")
     except pickle.UnpicklingError as exc:
         message = str(exc)
-        if "Unsupported global" in message or "GLOBAL" in message or "Unsupported operand" in message:
+        asked = _REFUSED_GLOBAL.search(message)
+        if asked:
             raise CheckpointError(
-                f"refused to load {path}: it contains pickled Python code, not just tensors "
-                f"(first item refused: {message.splitlines()[-1].strip()[:200]}). GPEN checkpoints hold only "
-                f"tensors, so this file is not one or has been tampered with; it was not run. Use an official "
-                f"file: {DOWNLOAD_HINT}."
+                f"refused to load {path}: it contains pickled Python code that asks to import and call "
+                f"`{asked.group(1)}` when loaded. GPEN checkpoints hold only tensors, so this file is not one "
+                f"or has been tampered with; the code was not run. Delete it and use an official file: "
+                f"{DOWNLOAD_HINT}."
             ) from None
-        raise _corrupt(path, message.splitlines()[0][:200]) from None
+        raise _corrupt(path, _short_reason(message.split("WeightsUnpickler error:")[-1])) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types (even SafetensorError) on junk
-        raise _corrupt(path, (str(exc).splitlines() or [type(exc).__name__])[0][:200]) from None
+        raise _corrupt(path, _short_reason(str(exc)) or type(exc).__name__) from None
 
 
 def _load_safetensors(path: Path) -> StateDict:
@@ -78,23 +130,57 @@ def _load_safetensors(path: Path) -> StateDict:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _corrupt(path, str(exc)[:200]) from None
+        raise _corrupt(path, _short_reason(str(exc))) from None
+
+
+def _check_is_readable_file(path: Path) -> None:
+    """ModelNotFoundError/CheckpointError saying what ``path`` really is when it is not a readable file."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            target = os.readlink(path)
+            problem = ("is a symbolic link that loops back on itself" if exc.errno == errno.ELOOP
+                       else f"is a broken symbolic link (it points to {target}, which does not exist)")
+            raise ModelNotFoundError(f"GPEN checkpoint {path} {problem}. Point it at a real GPEN-BFR-*.pth "
+                                     f"file or replace it with the file itself.") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise CheckpointError(f"cannot look into the folder of {path}: permission denied. Give your user "
+                                  f"read access to it (chmod) or move the checkpoint elsewhere.") from None
+        raise ModelNotFoundError(
+            f"GPEN checkpoint {path} does not exist. Put GPEN-BFR-512.pth (or 256/1024/2048) in your models "
+            f"folder, or {DOWNLOAD_HINT}.") from None
+    if path.is_dir():
+        raise ModelNotFoundError(f"GPEN checkpoint {path} is a folder, not a file. Name the checkpoint file "
+                                 f"inside it (e.g. {path / 'GPEN-BFR-512.pth'}).")
+    if not path.is_file():
+        raise ModelNotFoundError(f"GPEN checkpoint {path} is not a regular file (a device, pipe or socket). "
+                                 f"Name a GPEN-BFR-*.pth or .safetensors file.")
+
+
+def _read_head(path: Path, n: int = 64) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(n)
+    except PermissionError:
+        raise CheckpointError(f"cannot read {path}: permission denied. Give your user read access "
+                              f"(e.g. `chmod a+r \"{path}\"`) or copy the file somewhere you can read.") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}. Check the disk or copy the file "
+                              f"again.") from None
 
 
 def read_state_dict(path: str | Path) -> StateDict:
     """Every tensor of a checkpoint file (``.pth``/``.pt`` zip or legacy pickle, ``.safetensors``),
     on CPU, unwrapped from training containers and ``module.`` prefixes. Never runs pickled code."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        what = "is a folder, not a file" if path.exists() else "does not exist"
-        raise ModelNotFoundError(
-            f"GPEN checkpoint {path} {what}. Put GPEN-BFR-512.pth (or 256/1024/2048) in your models folder, "
-            f"or {DOWNLOAD_HINT}."
-        )
+    _check_is_readable_file(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), probably an interrupted download: "
                               f"delete it and {DOWNLOAD_HINT}.")
-    fmt = _sniff_format(path)
+    fmt = sniff_format(_read_head(path))
+    if fmt not in ("zip", "pickle", "safetensors"):
+        raise _not_a_checkpoint(path, fmt)
     raw = _load_safetensors(path) if fmt == "safetensors" else _load_torch(path, fmt)
     return unwrap_state_dict(raw, path)
 
@@ -134,11 +220,27 @@ def _what_it_looks_like(state: Mapping[str, torch.Tensor]) -> str:
     return "its tensor names match no GPEN layout"
 
 
+def _discriminator_size(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Image size of a StyleGAN2/GPEN discriminator state dict (``convs.*`` down to 4 px, ``final_linear``), or
+    None when ``state`` is not one: its convs are one 1x1 input conv plus one residual block per halving."""
+    if "convs.0.0.weight" not in state or not any(k.startswith("final_linear.") for k in state):
+        return None
+    last = max(int(m.group(1)) for k in state if (m := re.match(r"convs\.(\d+)\.", k)))
+    return 2 ** (last + 2)
+
+
 def infer_config(state: Mapping[str, torch.Tensor], source: str | Path = "checkpoint") -> GPENConfig:
     """Size, channel multiplier, narrow, style_dim and n_mlp of a GPEN state dict, from shapes alone."""
     encoder = sorted(int(m.group(1)) for k in state if (m := re.match(r"ecd(\d+)\.", k)))
     required = ("generator.input.input", "generator.style.1.weight", "ecd0.0.0.weight")
     if not encoder or any(k not in state for k in required):
+        discriminator = _discriminator_size(state)
+        if discriminator:
+            raise CheckpointError(
+                f"{source} is a GPEN discriminator (GPEN-BFR-{discriminator}-D), the network that judges images "
+                f"during training; it cannot restore faces. Use the generator of the same size, "
+                f"GPEN-BFR-{discriminator}.pth (the name without -D), or {DOWNLOAD_HINT}."
+            )
         raise CheckpointError(
             f"{source} is not a GPEN checkpoint: {_what_it_looks_like(state)} ({len(state)} tensors). "
             f"Choose a GPEN-BFR-*.pth file, or {DOWNLOAD_HINT}."
@@ -216,6 +318,24 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
 
 
 def inspect_checkpoint(path: str | Path) -> GPENConfig:
-    """The :class:`GPENConfig` of a checkpoint file without building the network."""
+    """The :class:`GPENConfig` of a checkpoint file, read from its tensor shapes without building the network.
+
+    Cheap for ``.safetensors`` (only the header is read) and zip ``.pth``/``.pt`` (memory-mapped); a legacy
+    pickle ``.pth`` is read whole. Raises like :func:`read_state_dict` and :func:`infer_config`.
+    """
     path = Path(path).expanduser()
+    _check_is_readable_file(path)
+    if path.stat().st_size and sniff_format(_read_head(path)) == "safetensors":
+        return infer_config(unwrap_state_dict(_safetensors_shapes(path), path), path)
     return infer_config(read_state_dict(path), path)
+
+
+def _safetensors_shapes(path: Path) -> StateDict:
+    """Every tensor of a ``.safetensors`` file as an empty meta tensor of the right shape (header only)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _corrupt(path, _short_reason(str(exc))) from None

@@ -33,7 +33,6 @@ FILE_ENV = {"detection": "GPEN_DETECTION_WEIGHTS", "parsing": "GPEN_PARSING_WEIG
 DIR_ENV = "GPEN_FACEXLIB_DIR"
 MODELS_ENV = "GPEN_MODELS_DIR"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
-_SIZE_IN_NAME = re.compile(r"(?<!\d)(64|128|256|512|1024|2048)(?!\d)")  # GPEN-BFR-512.pth, gpen_1024.safetensors
 
 PathLike = str | os.PathLike
 
@@ -135,26 +134,20 @@ def list_checkpoints(folder: PathLike) -> list[Path]:
 
 
 def checkpoint_size(path: PathLike) -> int | None:
-    """Crop size S in px of a GPEN checkpoint, or None when it cannot be read as one.
-
-    Taken from an official size in the name (``GPEN-BFR-2048.pth`` -> 2048) without opening or checking
-    the file (listing stays fast); otherwise read from the file's tensor shapes; that result is cached per (path, modification time) because reading a
-    large checkpoint takes seconds.
-    """
+    """Crop size S in px of a GPEN checkpoint, read from its tensor shapes (never from its name: ModelScope's
+    ``pytorch_model.pt`` is a 1024 model), or None when it cannot be read as one. Cached per (path, size,
+    modification time); cheap for .safetensors and zip .pth/.pt files (see ``inspect_checkpoint``)."""
     path = Path(path)
-    match = _SIZE_IN_NAME.search(path.name)
-    if match:
-        return int(match.group(1))
     try:
-        mtime_ns = path.stat().st_mtime_ns
+        stat = path.stat()
     except OSError:
         return None
-    return _size_from_file(path.absolute(), mtime_ns)
+    return _size_from_file(path.absolute(), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
-def _size_from_file(path: Path, mtime_ns: int) -> int | None:
-    from .checkpoint import inspect_checkpoint  # imports torch: only when a name says nothing
+def _size_from_file(path: Path, size: int, mtime_ns: int) -> int | None:
+    from .checkpoint import inspect_checkpoint  # imports torch: only when listing sizes
 
     try:
         return int(inspect_checkpoint(path).size)

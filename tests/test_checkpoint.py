@@ -94,6 +94,8 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path, tiny_state, legacy
     with pytest.raises(gpen_core.CheckpointError, match="pickled Python code") as info:
         gpen_core.load_model(path, device="cpu")
     assert str(path) in str(info.value) and "was not run" in str(info.value)
+    assert "`io.open`" in str(info.value)  # names what it asked for (builtins.open is io.open)
+    assert "Weights only load failed" not in str(info.value)  # not torch's boilerplate
     assert not target.exists()
 
 
@@ -189,8 +191,126 @@ def test_non_finite_weights_are_refused(tmp_path, tiny_state):
         gpen_core.load_model(path)
 
 
-def test_garbage_pth_is_reported_as_corrupt(tmp_path):
+def _onnx_bytes() -> bytes:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 8, 8])])
+    return helper.make_model(graph, producer_name="pytorch").SerializeToString()
+
+
+@pytest.mark.parametrize("content,what", [
+    (b"this is not a checkpoint at all" * 100, "a text file starting 'this is not a checkpoint"),
+    (bytes(range(7, 256)) * 40, "unrecognised binary data"),
+    (b"\n<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", "an HTML page"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 284\n", "a Git LFS pointer"),
+    (b'{"detail": "Entry not found"}', "a JSON text"),
+    (b"\xff\xd8\xff\xe0" + bytes(200), "a JPEG image"),
+])
+def test_junk_is_named_for_what_it_is_not_called_code(tmp_path, content, what):
     path = tmp_path / "GPEN-BFR-512.pth"
-    path.write_bytes(b"this is not a checkpoint at all" * 100)
-    with pytest.raises(gpen_core.CheckpointError, match="truncated or corrupt"):
+    path.write_bytes(content)
+    with pytest.raises(gpen_core.CheckpointError) as info:
         gpen_core.load_model(path)
+    message = str(info.value)
+    assert f"{path} is not a model checkpoint: it is {what}" in message
+    assert "pickled Python code" not in message and "tampered" not in message
+    assert "python -m gpen_core download 512" in message
+
+
+def test_onnx_file_saved_as_pth_is_called_onnx(tmp_path):
+    path = tmp_path / "GPEN-BFR-512.pth"
+    path.write_bytes(_onnx_bytes())
+    with pytest.raises(gpen_core.CheckpointError, match="is an ONNX model, not a PyTorch or safetensors checkpoint"):
+        read_state_dict(path)
+
+
+def test_messages_keep_whole_sentences():
+    from gpen_core.checkpoint import _short_reason
+
+    long = "First sentence of a long library message. " * 12 + "Last one"
+    reason = _short_reason("\n\n" + long + "\nsecond line")
+    assert reason.endswith("message.") and len(reason) <= 300
+    assert _short_reason("x" * 400) == "x" * 400  # no sentence end: kept whole, never cut mid-word
+
+
+def test_truncated_zip_message_is_whole(tmp_path, tiny_state):
+    path = tmp_path / "GPEN-BFR-256.pth"
+    torch.save(tiny_state, path)
+    path.write_bytes(path.read_bytes()[:4096])
+    with pytest.raises(gpen_core.CheckpointError) as info:
+        gpen_core.load_model(path)
+    message = str(info.value)
+    assert message.endswith("(or 256/1024/2048).") and "Delete it and download it again" in message
+
+
+def test_symlink_loop_broken_link_and_folder_are_named(tmp_path):
+    loop = tmp_path / "GPEN-BFR-512.pth"
+    loop.symlink_to(loop)
+    with pytest.raises(gpen_core.ModelNotFoundError, match="symbolic link that loops back on itself"):
+        gpen_core.load_model(loop)
+    broken = tmp_path / "GPEN-BFR-1024.pth"
+    broken.symlink_to(tmp_path / "elsewhere.pth")
+    with pytest.raises(gpen_core.ModelNotFoundError, match="broken symbolic link .*elsewhere.pth"):
+        gpen_core.load_model(broken)
+    folder = tmp_path / "x.pth"
+    folder.mkdir()
+    with pytest.raises(gpen_core.ModelNotFoundError, match=r"x.pth is a folder, not a file"):
+        gpen_core.inspect_checkpoint(folder)
+
+
+def test_unreadable_file_says_permission(tmp_path, tiny_checkpoint, monkeypatch):
+    path = tmp_path / "GPEN-BFR-256.safetensors"
+    path.write_bytes(tiny_checkpoint.read_bytes())
+    real_open = Path.open
+
+    def deny(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", deny)
+    with pytest.raises(gpen_core.CheckpointError, match=r"cannot read .*: permission denied.*chmod a\+r"):
+        gpen_core.load_model(path)
+
+
+def _discriminator_state(size: int) -> dict[str, torch.Tensor]:
+    """Key layout of the official GPEN/StyleGAN2 ``Discriminator`` (tiny tensors: only names matter)."""
+    z = torch.zeros(1)
+    state = {"convs.0.0.weight": torch.zeros(4, 3, 1, 1), "convs.0.1.bias": z}
+    for i in range(1, size.bit_length() - 3 + 1):  # one residual block per halving down to 4 px
+        for key in ("conv1.0.weight", "conv1.1.bias", "conv2.0.kernel", "conv2.1.weight", "conv2.2.bias",
+                    "skip.0.kernel", "skip.1.weight"):
+            state[f"convs.{i}.{key}"] = z
+    for key in ("final_conv.0.weight", "final_conv.1.bias", "final_linear.0.weight", "final_linear.0.bias",
+                "final_linear.1.weight", "final_linear.1.bias"):
+        state[key] = z
+    return state
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_discriminator_is_named_with_the_generator_to_use(tmp_path, size):
+    path = tmp_path / f"GPEN-BFR-{size}-D.pth"
+    torch.save(_discriminator_state(size), path)
+    with pytest.raises(gpen_core.CheckpointError) as info:
+        gpen_core.load_model(path)
+    message = str(info.value)
+    assert "discriminator" in message and f"GPEN-BFR-{size}.pth (the name without -D)" in message
+
+
+def test_modelscope_pt_loads_and_lists_its_real_size(tmp_path, tiny_state, tiny_input, reference):
+    from gpen_core.model_paths import checkpoint_size
+
+    path = tmp_path / "pytorch_model-2048.pt"  # ModelScope's names; the official keys, a plain torch.save
+    torch.save(tiny_state, path)
+    assert torch.equal(run(gpen_core.load_model(path, device="cpu"), tiny_input), reference)
+    assert gpen_core.inspect_checkpoint(path).size == 256 and checkpoint_size(path) == 256
+
+
+def test_inspect_reads_only_the_safetensors_header(tiny_checkpoint, monkeypatch):
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("read every tensor"))
+    assert gpen_core.inspect_checkpoint(tiny_checkpoint).size == 256

@@ -120,22 +120,20 @@ def test_list_checkpoints_any_name_recursive_sorted(tmp_path):
     assert list_checkpoints(tmp_path / "missing") == []
 
 
-def test_checkpoint_size_from_name_else_file_cached_per_mtime(tmp_path, monkeypatch):
+def test_checkpoint_size_from_shapes_not_name_cached_per_mtime(tmp_path, monkeypatch):
     import gpen_core.checkpoint
 
-    named = touch(tmp_path / "GPEN-BFR-2048.pth")  # not a checkpoint: the name alone decides
-    assert checkpoint_size(named) == 2048
-    assert checkpoint_size(touch(tmp_path / "model-20480.pth")) is None  # 20480 is no GPEN size
-    unnamed = tmp_path / "face.safetensors"
-    unnamed.write_bytes(TINY.read_bytes())
+    assert checkpoint_size(touch(tmp_path / "GPEN-BFR-2048.pth")) is None  # a name alone says nothing
+    modelscope = tmp_path / "pytorch_model-2048.pt"  # a ModelScope name, here holding a 256 network
+    modelscope.write_bytes(TINY.read_bytes())
     reads = []
     real = gpen_core.checkpoint.inspect_checkpoint
     monkeypatch.setattr(gpen_core.checkpoint, "inspect_checkpoint", lambda p: reads.append(p) or real(p))
-    assert checkpoint_size(unnamed) == checkpoint_size(str(unnamed)) == 256
+    assert checkpoint_size(modelscope) == checkpoint_size(str(modelscope)) == 256
     assert len(reads) == 1
-    unnamed.write_bytes(b"replaced by something unreadable")
-    os.utime(unnamed, ns=(1, 1))  # a new modification time: read again
-    assert checkpoint_size(unnamed) is None and len(reads) == 2
+    modelscope.write_bytes(b"replaced by something unreadable")
+    os.utime(modelscope, ns=(1, 1))  # a new modification time: read again
+    assert checkpoint_size(modelscope) is None and len(reads) == 2
     assert checkpoint_size(tmp_path / "gone.pth") is None
 
 
@@ -143,6 +141,8 @@ def test_largest_checkpoint_prefers_size_then_name(tmp_path):
     paths = [touch(tmp_path / n) for n in ("GPEN-BFR-512.pth", "GPEN-BFR-2048.pth", "junk.pth")]
     tiny = tmp_path / "zz-face.safetensors"
     tiny.write_bytes(TINY.read_bytes())
-    assert largest_checkpoint(paths + [tiny]).name == "GPEN-BFR-2048.pth"
-    assert largest_checkpoint([paths[2], tiny]) == tiny  # 256 read from the file beats unreadable
+    assert largest_checkpoint(paths + [tiny]) == tiny  # 256 read from the file beats empty files named 2048
+    twin = tmp_path / "zz-twin.safetensors"
+    twin.write_bytes(TINY.read_bytes())
+    assert largest_checkpoint([tiny, twin]) == twin  # equal sizes: the later name
     assert largest_checkpoint([]) is None

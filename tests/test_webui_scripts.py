@@ -211,11 +211,12 @@ def test_automatic_choice_is_the_largest_model_and_a_named_choice_wins(webui):
     shutil.copy(TINY, webui.model_dir / "zz-unnamed.safetensors")  # size read from the file: 256
     script = load_script("gpen_restorer.py")
 
-    assert script.selected_model(webui.model_dir).name == "GPEN-BFR-2048.pth"
-    webui.shared.opts.gpen_model = "zz-unnamed.safetensors"
+    # Sizes come from the files, not their names: broken files named 2048/1024/512 lose to a usable 256.
     assert script.selected_model(webui.model_dir).name == "zz-unnamed.safetensors"
+    webui.shared.opts.gpen_model = "GPEN-BFR-512.pth"
+    assert script.selected_model(webui.model_dir).name == "GPEN-BFR-512.pth"
     webui.shared.opts.gpen_model = "deleted-since.pth"
-    assert script.selected_model(webui.model_dir).name == "GPEN-BFR-2048.pth"
+    assert script.selected_model(webui.model_dir).name == "zz-unnamed.safetensors"
 
 
 def test_without_a_model_the_image_comes_back_unchanged_with_a_hint(webui, capsys):
