@@ -4,38 +4,54 @@
     python -m gpen_core models
     python -m gpen_core download 512
 
+This module only turns arguments into calls: inputs are collected by `gpen_core.inputs`, output names and the
+overwrite policy come from `gpen_core.outputs`, the loop is `gpen_core.batch`, the report `gpen_core.report`.
+Everything that can be checked before the work is checked first (device, inputs, output folder, report
+path, model file), so a mistake costs seconds, not a finished run.
+
 Exit status: 0 success; 1 an error, or at least one input failed (the others are still written and
-the report lists the failures); 2 bad command-line syntax; 130 interrupted.
+the report lists the failures); 2 bad command-line syntax or value; 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM) -- the report then says "interrupted": true and lists the unprocessed inputs.
 Expected problems (missing model, unreadable image, bad option value) print one `error:` line, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import contextlib
 import importlib.util
 import json
+import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import numpy as np
-from tqdm import tqdm
+from urllib.parse import urlparse
 
 from .download import SOURCES, checkpoint_filename, default_download_dir, download_checkpoint, missing_model_message
-from .errors import GPENError, ModelNotFoundError
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, output_path, read_image, write_image
+from .errors import CheckpointError, GPENError, ModelNotFoundError
+from .imageio import DEFAULT_MAX_PIXELS
 from .options import DETECTORS, DTYPE_CHOICES, MASK_KINDS, SELECT_MODES
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Name preferences when several checkpoints are found and --model is not given.
 _PREFERRED_MODELS = tuple(checkpoint_filename(size).removesuffix(".pth").lower() for size in (512, 1024, 2048, 256))
+_OUTPUT_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
 
 
 class UsageError(GPENError, ValueError):
-    """A command-line value that cannot be used (no such input, malformed landmarks file, ...)."""
+    """A command-line value that cannot be used (a report path on an output, a checkpoint that is a folder)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that the same clean-up runs; `signal` is its number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signal = signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,13 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _signals_as_interrupts():
+            return args.func(args)
     except GPENError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except OSError as exc:  # an OS refusal the checks did not foresee: still one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + getattr(exc, "signal", signal.SIGINT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("restore", help="restore the faces of photos",
-                       description="Restore every face of each input image and write the result to OUTDIR "
-                                   "(inputs are never overwritten).")
+                       description="Restore every face of each input image and write the result to OUTDIR. "
+                                   "Inputs are never overwritten; an existing file of another name in OUTDIR is "
+                                   "kept (the result gets a _1 name) unless --overwrite is given.")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     r.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR")
     r.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
@@ -79,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--detector", default="auto", choices=DETECTORS)
     f.add_argument("--select", default="all", choices=SELECT_MODES)
     f.add_argument("--faces", type=_index_list, metavar="I,J", help="restore only these detected faces (0-based)")
-    f.add_argument("--min-face-size", type=int, default=0, metavar="PX")
+    f.add_argument("--min-face-size", type=_non_negative_float, default=0, metavar="PX")
     f.add_argument("--max-faces", type=_positive_int, metavar="N")
-    f.add_argument("--score-threshold", type=float, metavar="S", help="minimum detection score, 0..1")
+    f.add_argument("--score-threshold", type=_unit_float, metavar="S", help="minimum detection score, 0..1")
     f.add_argument("--landmarks", type=Path, metavar="JSON",
                    help='JSON {"image name": N x 5 x 2 [x, y] points}; those images skip detection')
     b = r.add_argument_group("blending")
@@ -89,15 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--color-correction", action="store_true", help="match restored faces to the input colours")
     b.add_argument("--mask", default="auto", choices=MASK_KINDS)
     o = r.add_argument_group("output")
-    o.add_argument("--ext", choices=("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"),
-                   help="output format (default: the input's)")
-    o.add_argument("--suffix", default="", help="appended to output file names")
-    o.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    o.add_argument("--ext", choices=_OUTPUT_EXTENSIONS,
+                   help="output format (default: the input's; GIF becomes PNG, animated if the GIF is)")
+    o.add_argument("--suffix", default="", type=_suffix, help="appended to output file names (no / or ..)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace existing files in OUTDIR that this run did not write (never the inputs)")
+    o.add_argument("--quality", type=_quality, default=95, help="JPEG/lossy WebP quality 1..100 (default 95)")
     o.add_argument("--save-faces", action="store_true", help="also write aligned and restored face crops")
     o.add_argument("--report", type=Path, metavar="JSON", help="write faces, boxes, scores and timings here")
-    o.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse larger images (default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
-    o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger images (all frames together; default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress (warnings and errors still shown)")
     r.set_defaults(func=cmd_restore)
 
     ls = sub.add_parser("models", help="list the GPEN checkpoints found")
@@ -107,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("download", help="download an official GPEN-BFR checkpoint")
     d.add_argument("size", type=int, choices=sorted(SOURCES))
     d.add_argument("--dir", type=Path, help=f"target folder (default {default_download_dir()})")
-    d.add_argument("--base-url", help="download from <URL>/GPEN-BFR-<size>.pth instead (also "
-                                      "env GPEN_DOWNLOAD_BASE_URL)")
+    d.add_argument("--base-url", type=_http_url, help="download from <URL>/GPEN-BFR-<size>.pth instead (also "
+                                                      "env GPEN_DOWNLOAD_BASE_URL)")
     d.add_argument("--force", action="store_true", help="download again even if the file exists")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_download)
@@ -118,36 +142,77 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    """`restore`: every input goes through `restore_faces`; failures are collected, not fatal."""
+    """`restore`: check everything that can be checked, then restore every input; failures are collected."""
+    from .batch import BatchSettings, Progress, restore_batch
+    from .devices import resolve_device
+    from .files import check_writable_file, check_writable_folder, remove_stale_temp_files, unreadable_reason
+    from .inputs import collect_inputs, load_landmarks
+    from .outputs import OutputPlanner
+    from .report import build_report, is_report, write_report
+
+    started = time.time()
+    device = resolve_device(args.device)
     inputs = collect_inputs(args.inputs, recursive=args.recursive)
-    if args.report and any(args.report.resolve() == p.resolve() for p in inputs):
-        raise UsageError(f"--report {args.report}: refusing to overwrite an input file")
+    for path, reason in inputs.skipped:
+        _log(args, f"skipped {path}: {reason}")
     landmarks = load_landmarks(args.landmarks) if args.landmarks else {}
-    _warn_unused_landmarks(landmarks, inputs)
+    _warn_unused_landmarks(landmarks, inputs.paths)
     model_path = resolve_model(args.model, args.models_dir, download=args.download, quiet=args.quiet)
+    reason = unreadable_reason(model_path)
+    if reason is not None:
+        raise CheckpointError(f"checkpoint {model_path} {reason}; make it readable (e.g. chmod a+r) "
+                              f"or pass --model with a readable copy")
+
+    check_writable_folder(args.output_dir)
+    for folder in (args.output_dir, args.output_dir / "faces"):
+        for stale in remove_stale_temp_files(folder, started):
+            _log(args, f"removed {stale} (temp file of an interrupted earlier run)")
+    planner = OutputPlanner(args.output_dir, inputs.paths, overwrite=args.overwrite,
+                            note=lambda text: print(f"note: {text}", file=sys.stderr))
+    planned = {item.path: planner.result_path(item.path, ext=args.ext, suffix=args.suffix) for item in inputs.items}
+    if args.report:
+        _check_report_path(args.report, inputs.paths, planned.values(), args.overwrite, is_report)
+        check_writable_file(args.report, "report file")
+        planner.reserve(args.report)
 
     from .checkpoint import load_model
-    model = load_model(model_path, device=args.device, dtype=args.dtype)
+    model = load_model(model_path, device=device, dtype=args.dtype)
     _log(args, f"model {model_path} ({model.size} px) on {model.device}, {model.dtype}")
+    settings = BatchSettings(
+        restore=dict(detector=args.detector, select=args.select, face_indices=args.faces,
+                     min_face_size=args.min_face_size, max_faces=args.max_faces, score_threshold=args.score_threshold,
+                     alpha=args.alpha, mask=args.mask, color_correction=args.color_correction,
+                     batch_size=args.batch_size, search_dirs=tuple(args.models_dir), device=model.device),
+        landmarks=landmarks, ext=args.ext, suffix=args.suffix, quality=args.quality, save_faces=args.save_faces,
+        max_pixels=args.max_pixels or None)
+    result = restore_batch(inputs.items, model, planned, planner, settings,
+                           Progress(len(inputs.items), quiet=args.quiet))
 
-    images, failures = [], []
-    try:
-        _restore_all(args, model, inputs, landmarks, images, failures)
-    finally:
-        if args.report:
-            _write_report(args, model, model_path, images, failures)
-    n_faces = sum(item["n_faces"] for item in images)
-    _log(args, f"restored {n_faces} faces in {len(images)} images -> {args.output_dir}")
-    if failures:
-        lines = "\n".join(f"  {item['error']}" for item in failures)
-        print(f"error: {len(failures)} of {len(inputs)} images failed:\n{lines}", file=sys.stderr)
+    status = EXIT_OK
+    if args.report:
+        report = build_report(model, model_path, _report_options(args), result, inputs.skipped)
+        try:
+            write_report(args.report, report)
+        except GPENError as exc:
+            print(f"error: {exc}; the report follows on standard output", file=sys.stderr)
+            print(json.dumps(report, indent=2))
+            status = EXIT_FAILED
+    _log(args, f"restored {result.n_faces} faces in {len(result.images)} images -> {args.output_dir}")
+    if result.interrupted:
+        print(f"interrupted: {len(result.unprocessed)} of {len(inputs.items)} inputs not processed"
+              + (f" (listed in {args.report})" if args.report else ""), file=sys.stderr)
+        return 128 + result.signal
+    if result.failures:
+        lines = "\n".join(f"  {item['error']}" for item in result.failures)
+        print(f"error: {len(result.failures)} of {len(inputs.items)} images failed:\n{lines}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return status
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     """`models`: list checkpoints found in the known folders with the config read from each."""
     from .checkpoint import inspect_checkpoint
+    from .files import unreadable_reason
     from .model_paths import default_model_dirs, find_gpen_models
 
     found = find_gpen_models(tuple(args.models_dir))
@@ -157,12 +222,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     folders = ", ".join(str(d) for d in [*args.models_dir, *default_model_dirs()])
     print(f"GPEN checkpoints in {folders}:")
     for path in found:
+        reason = unreadable_reason(path)
         try:
+            if reason is not None:
+                raise CheckpointError(f"{path.name} {reason}")
             config = inspect_checkpoint(path)
             info = f"{config.size} px (channel_multiplier {config.channel_multiplier}, narrow {config.narrow})"
         except GPENError as exc:
             info = f"not usable: {exc}"
-        print(f"  {path}  {path.stat().st_size / 1e6:.0f} MB  {info}")
+        except OSError as exc:
+            info = f"not usable: cannot be read ({exc.strerror or exc})"
+        print(f"  {path}  {_size_mb(path)}  {info}")
     return EXIT_OK
 
 
@@ -178,62 +248,6 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def collect_inputs(specs: Sequence[str], *, recursive: bool = False) -> list[Path]:
-    """Expand files, folders (images by extension) and glob patterns into a de-duplicated file list."""
-    files: list[Path] = []
-    for spec in specs:
-        path = Path(spec).expanduser()
-        if path.is_file():
-            matches = [path]
-        elif path.is_dir():
-            candidates = path.rglob("*") if recursive else path.iterdir()
-            matches = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif glob.has_magic(spec):
-            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True)
-                             if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            raise UsageError(f"{spec}: no such file or folder")
-        if not matches:
-            raise UsageError(f"{spec}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-        files.extend(matches)
-    seen, unique = set(), []
-    for path in files:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
-
-
-def load_landmarks(path: Path) -> dict[str, np.ndarray]:
-    """Read a landmarks file: JSON object image name -> N x 5 x 2 (x, y) points in upright-image pixels.
-
-    Keys may be the path as given on the command line, the file name or its stem. A single face may
-    be given as 5 x 2; an empty list means "no faces" (the image is copied unchanged).
-    """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read the landmarks file ({exc})") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a JSON object mapping image names to N x 5 x 2 points")
-    table = {}
-    for name, value in data.items():
-        try:
-            points = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{path}: landmarks of '{name}' are not a list of numbers ({exc})") from exc
-        if points.size == 0:
-            points = points.reshape(0, 5, 2)
-        elif points.shape == (5, 2):
-            points = points[None]
-        if points.ndim != 3 or points.shape[1:] != (5, 2):
-            raise UsageError(f"{path}: landmarks of '{name}' must be N x 5 x 2 (x, y) points "
-                             f"(eyes, nose, mouth corners), got shape {points.shape}")
-        table[name] = points
-    return table
-
-
 def resolve_model(name: str | None, search_dirs: Sequence[Path] = (), *, download: bool = False,
                   quiet: bool = False) -> Path:
     """Checkpoint path for --model (a path, a name like GPEN-BFR-512, or a size), or the preferred one found.
@@ -241,10 +255,17 @@ def resolve_model(name: str | None, search_dirs: Sequence[Path] = (), *, downloa
     With `download` a missing official model (512 when none is named) is downloaded first.
     Raises ModelNotFoundError saying where to put a checkpoint and how to download one.
     """
+    from .files import unreadable_reason
     from .model_paths import find_gpen_models
 
-    if name and Path(name).expanduser().is_file():
-        return Path(name).expanduser()
+    if name:
+        given = Path(name).expanduser()
+        if given.is_file():
+            return given
+        reason = unreadable_reason(given)
+        looks_like_path = "/" in name or "\\" in name or bool(given.suffix)
+        if reason not in ("does not exist", None) and (looks_like_path or os.path.lexists(given)):
+            raise UsageError(f"--model {name} {reason}; give a checkpoint file (.pth or .safetensors)")
     found = find_gpen_models(tuple(search_dirs))
     if name:
         matches = [p for p in found if _model_matches(p, name)]
@@ -261,93 +282,6 @@ def resolve_model(name: str | None, search_dirs: Sequence[Path] = (), *, downloa
     listing = "".join(f"\n  {p}" for p in found)
     found_text = f"\nFound these instead:{listing}" if found else ""
     raise ModelNotFoundError(f"{what}.{found_text}\n{_how_to_get_a_model(search_dirs, size or 512)}")
-
-
-def _restore_all(args, model, inputs: list[Path], landmarks: dict, images: list, failures: list) -> None:
-    from .pipeline import restore_faces
-
-    taken = list(inputs)
-    bar = tqdm(inputs, unit="image", disable=True if args.quiet else None)
-    for src in bar:
-        bar.set_postfix_str(src.name)
-        started = time.perf_counter()
-        try:
-            image = read_image(src, max_pixels=args.max_pixels or None)
-            read_s = time.perf_counter() - started
-            result = restore_faces(
-                image, model, landmarks=_landmarks_for(src, landmarks), detector=args.detector,
-                select=args.select, face_indices=args.faces, min_face_size=args.min_face_size,
-                max_faces=args.max_faces, score_threshold=args.score_threshold, alpha=args.alpha,
-                mask=args.mask, color_correction=args.color_correction, batch_size=args.batch_size,
-                keep_crops=args.save_faces, search_dirs=tuple(args.models_dir), device=model.device,
-                on_progress=lambda done, total, name=src.name: bar.set_postfix_str(f"{name} {done}/{total} faces"))
-            write_started = time.perf_counter()
-            out = write_image(output_path(src, args.output_dir, ext=args.ext, suffix=args.suffix, taken=taken),
-                              result.image, quality=args.quality, protect=inputs)
-            taken.append(out)
-            faces = [_face_record(args, out, item, inputs) for item in result.faces]
-            timings = {**result.timings, "read": read_s, "write": time.perf_counter() - write_started,
-                       "wall": time.perf_counter() - started}
-        except GPENError as exc:
-            _fail(failures, src, str(exc))
-            continue
-        except Exception as exc:  # an unexpected failure on one image must not lose the others
-            _fail(failures, src, f"{type(exc).__name__}: {exc}")
-            continue
-        images.append({"input": str(src), "output": str(out), "width": int(image.shape[1]),
-                       "height": int(image.shape[0]), "n_faces": len(faces), "faces": faces,
-                       "timings": {k: round(float(v), 4) for k, v in timings.items()}})
-
-
-def _face_record(args, out: Path, item, protect: list[Path]) -> dict:
-    face, index = item.face, item.index
-    record = {"index": index, "box": _rounded(face.box), "score": round(float(face.score), 4),
-              "landmarks": _rounded(face.landmarks)}
-    if args.save_faces:
-        faces_dir = args.output_dir / "faces"
-        for kind, crop in (("aligned", item.aligned), ("restored", item.restored)):
-            if crop is not None:
-                path = faces_dir / f"{out.stem}_face{index:02d}_{kind}.png"
-                record[kind] = str(write_image(path, crop, protect=protect))
-    return record
-
-
-def _write_report(args, model, model_path: Path, images: list, failures: list) -> None:
-    report = {
-        "model": {"path": str(model_path), "size": model.size},
-        "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
-        "options": _report_options(args),
-        "n_images": len(images), "n_faces": sum(item["n_faces"] for item in images),
-        "n_failed": len(failures), "images": images, "failed": failures,
-    }
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
-def _report_options(args) -> dict:
-    keys = ("detector", "select", "faces", "min_face_size", "max_faces", "score_threshold", "alpha",
-            "color_correction", "mask", "batch_size")
-    return {k: getattr(args, k) for k in keys}
-
-
-def _fail(failures: list, src: Path, message: str) -> None:
-    text = message if str(src) in message else f"{src}: {message}"
-    failures.append({"input": str(src), "error": text})
-    tqdm.write(f"error: {text}", file=sys.stderr)
-
-
-def _landmarks_for(src: Path, table: dict[str, np.ndarray]) -> np.ndarray | None:
-    for key in (str(src), src.name, src.stem):
-        if key in table:
-            return table[key]
-    return None
-
-
-def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
-    names = {key for src in inputs for key in (str(src), src.name, src.stem)}
-    unused = sorted(set(table) - names)
-    if unused:
-        print(f"warning: landmarks given for images not among the inputs: {', '.join(unused)}", file=sys.stderr)
 
 
 def _how_to_get_a_model(search_dirs: Sequence[Path] = (), size: int = 512) -> str:
@@ -373,13 +307,66 @@ def _official_size(name: str) -> int | None:
     return int(text) if text.isdigit() and int(text) in SOURCES else None
 
 
-def _rounded(array: np.ndarray) -> list:
-    return np.round(np.asarray(array, dtype=np.float64), 2).tolist()
+def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
+    names = {key for src in inputs for key in (str(src), src.name, src.stem)}
+    unused = sorted(set(table) - names)
+    if unused:
+        print(f"warning: landmarks given for images not among the inputs: {', '.join(unused)}", file=sys.stderr)
+
+
+def _report_options(args) -> dict:
+    keys = ("detector", "select", "faces", "min_face_size", "max_faces", "score_threshold", "alpha",
+            "color_correction", "mask", "batch_size")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _check_report_path(report: Path, inputs, outputs, overwrite: bool, is_report) -> None:
+    """Refuse a report path that is an input or an output of this run, or an unrelated existing file."""
+    key = report.resolve()
+    if any(key == p.resolve() for p in inputs):
+        raise UsageError(f"--report {report}: that is an input file; refusing to overwrite it. "
+                         f"Give the report another name, e.g. report.json")
+    if any(key == p.resolve() for p in outputs):
+        raise UsageError(f"--report {report}: a restored image of this run goes there; "
+                         f"give the report another name, e.g. report.json")
+    if report.exists() and not report.is_dir() and not overwrite and not is_report(report):
+        raise UsageError(f"--report {report}: the file exists and is not a gpen_core report; "
+                         f"refusing to replace it (give another name, or --overwrite)")
 
 
 def _log(args, message: str) -> None:
     if not args.quiet:
-        tqdm.write(message, file=sys.stderr)
+        print(message, file=sys.stderr, flush=True)
+
+
+def _size_mb(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size / 1e6:.0f} MB"
+    except OSError:
+        return "? MB"
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main thread while a command runs,
+    so a killed run cleans up its temp files and reports what it did not finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {}
+    for signum in wanted:
+        with contextlib.suppress(OSError, ValueError):
+            previous[signum] = signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
 
 
 def _run_bench(argv: list[str]) -> int:
@@ -395,23 +382,78 @@ def _device(text: str) -> str:
         import torch
         try:
             torch.device(text)
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             raise argparse.ArgumentTypeError(f"unknown device '{text}': use auto, cpu, cuda, cuda:N or mps") from None
     return text
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _quality(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _unit_float(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
+
+
+def _suffix(text: str) -> str:
+    from .outputs import OutputNameError, check_suffix
+
+    try:
+        return check_suffix(text)
+    except OutputNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--suffix {text!r}: ")) from None
+
+
+def _http_url(text: str) -> str:
+    parts = urlparse(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// address like "
+                                         f"https://example.com/models, got '{text}'")
+    return text
 
 
 def _index_list(text: str) -> list[int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import DeviceError
+
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
@@ -22,10 +24,39 @@ def best_device() -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"`` -> :func:`best_device`; anything else as torch understands it."""
+    """``None`` or ``"auto"`` -> :func:`best_device`; anything else as torch understands it, checked to exist.
+
+    Raises DeviceError for a device name torch does not know, or a CUDA/MPS device this machine or torch
+    build does not have, naming the fix.
+    """
     if device is None or device == "auto":
         return best_device()
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    check_device(resolved)
+    return resolved
+
+
+def check_device(device: torch.device) -> None:
+    """Raise DeviceError unless ``device`` exists here (CPU always does)."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is usable"
+            raise DeviceError(f"device '{device}': CUDA is not available ({build}; torch {torch.__version__}); "
+                              f"use device 'cpu' (or 'auto'), or install a CUDA build of torch on a machine "
+                              f"with an NVIDIA GPU")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"device '{device}' does not exist: this machine has {count} CUDA device"
+                              f"{'s' if count != 1 else ''} (cuda:0{f'..cuda:{count - 1}' if count > 1 else ''}); "
+                              f"pick one of them or 'cpu'")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"device '{device}': Apple MPS is not available (it needs macOS on Apple silicon "
+                              f"and a torch build with MPS); use device 'cpu' (or 'auto')")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

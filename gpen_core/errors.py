@@ -19,3 +19,7 @@ class FaceDetectorError(GPENError, RuntimeError):
 
 class ImageError(GPENError, ValueError):
     """An input image has a layout or dtype gpen_core cannot handle."""
+
+
+class DeviceError(GPENError, ValueError):
+    """A torch device that this machine or torch build does not have (CUDA, a CUDA index, MPS)."""

@@ -49,12 +49,14 @@ class RestoreResult:
     mask: (H, W) float32 in [0, 1], how much of each pixel comes from a restored face.
     timings: seconds per stage: detect, align, network, mask, paste, total.
     mask_kind: the paste mask used: "parsing", "rectangle", or "none" when nothing was pasted.
+    n_detected: faces found (or given as landmarks) before selection; ``face_indices`` number these.
     """
     image: np.ndarray
     faces: list[RestoredFace]
     mask: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     mask_kind: str = "none"
+    n_detected: int = 0
 
     @property
     def n_faces(self) -> int:
@@ -90,8 +92,8 @@ def _aligned_crop(colour: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarr
     return np.repeat(crop, 3, axis=2) if crop.shape[2] == 1 else crop
 
 
-def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> list[tuple[int, Face]]:
-    """The selected faces, each with its position among all faces found."""
+def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> tuple[list[tuple[int, Face]], int]:
+    """The selected faces, each with its position among all faces found, and how many were found."""
     if landmarks is None:
         from .detection import detect_faces
         # The caller's thresholds reach the detector too: its own defaults would otherwise filter first.
@@ -104,7 +106,7 @@ def _find_faces(colour, landmarks, detector, search_dirs, device, selection) -> 
             raise ValueError(f"landmarks must be (N, 5, 2) (x, y) image px, got shape {points.shape}")
         faces = [Face(box=estimate_face_box(p), score=1.0, landmarks=p) for p in points]
     position = {id(face): i for i, face in enumerate(faces)}
-    return [(position[id(face)], face) for face in select_faces(faces, colour.shape, **selection)]
+    return [(position[id(face)], face) for face in select_faces(faces, colour.shape, **selection)], len(faces)
 
 
 def restore_faces(
@@ -159,7 +161,7 @@ def restore_faces(
     size = int(model.size)
     device = device if device is not None else getattr(model, "device", None)
 
-    found = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
+    found, n_detected = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
         mode=select, indices=face_indices, min_size=min_face_size, max_faces=max_faces,
         score_threshold=score_threshold))
     faces = [face for _, face in found]
@@ -217,7 +219,7 @@ def restore_faces(
         if on_progress is not None:
             on_progress(done, len(faces))
     timings["total"] = time.perf_counter() - start
-    return RestoreResult(output, results, compositor.mask, timings, mask_kind)
+    return RestoreResult(output, results, compositor.mask, timings, mask_kind, n_detected)
 
 
 def working_memory_bytes(size: int, dtype: torch.dtype = torch.float32) -> int:

@@ -82,7 +82,7 @@ def test_outputs_are_upright_restored_and_inputs_untouched(folder_run):
     assert np.abs(a.astype(int) - folder_run.upright_a).mean() > 1  # faces were replaced
     b = Image.open(folder_run.out / "b.jpg")
     assert b.format == "JPEG" and b.size == (90, 150)  # EXIF orientation applied, not stored again
-    assert b.getexif().get(0x0112) is None
+    assert b.getexif().get(0x0112) == 1  # EXIF kept, orientation reset: the pixels are stored upright
 
 
 def test_landmarks_file_skips_detection_and_options_reach_the_pipeline(folder_run, tmp_path):
@@ -94,7 +94,7 @@ def test_landmarks_file_skips_detection_and_options_reach_the_pipeline(folder_ru
     def run(*extra) -> dict:
         report = tmp_path / "r.json"
         assert cli.main(["restore", str(source), "-o", str(tmp_path / "o"), "--landmarks", str(tmp_path / "lm.json"),
-                         "--report", str(report), *FAST, *extra]) == 0
+                         "--report", str(report), "--overwrite", *FAST, *extra]) == 0
         return json.loads(report.read_text())["images"][0]
 
     item = run()
@@ -117,7 +117,7 @@ def test_output_in_the_input_folder_gets_a_new_name(tmp_path):
     assert (tmp_path / "a.png").read_bytes() == original
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a_1.png")), _crop((0, 0, 64, 48)))
     with pytest.raises(SystemExit):
-        cli.main([*args, "--ext", "gif"])
+        cli.main([*args, "--ext", "xcf"])
     assert cli.main([*args, "--report", str(tmp_path / "a.png")]) == 1
     assert (tmp_path / "a.png").read_bytes() == original
 
