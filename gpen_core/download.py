@@ -20,6 +20,7 @@ import hashlib
 import http.client
 import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -61,35 +62,64 @@ def checkpoint_filename(size: int) -> str:
     return f"GPEN-BFR-{size}.pth"
 
 
+def download_command(size: int, target_dir: str | os.PathLike | None = None, *, python: str | None = None,
+                     workdir: str | os.PathLike | None = None, windows: bool | None = None) -> str:
+    """A shell command that downloads GPEN-BFR-``size`` into ``target_dir``, working from any current folder.
+
+    python: the interpreter (default ``sys.executable``, the host's own); workdir: the folder holding the
+    ``gpen_core`` package (default: where this one is), which a host's own folder does not put on the path.
+    POSIX: ``cd "WORKDIR" && "PYTHON" -m gpen_core download SIZE --dir "TARGET"``. Windows (``windows``, default
+    ``os.name == "nt"``): a Command Prompt line that puts WORKDIR on ``sys.path`` itself, because the embedded
+    Python of ComfyUI's portable build ignores the current folder (its ``._pth`` file fixes ``sys.path``).
+    Paths are made absolute and quoted. target_dir None: no ``--dir`` (``default_download_dir()`` is used).
+    """
+    windows = os.name == "nt" if windows is None else windows
+    python = python or sys.executable
+    workdir = os.path.abspath(workdir if workdir is not None else Path(__file__).resolve().parent.parent)
+    args = f" download {size}"
+    if target_dir is not None:
+        args += " --dir " + (_cmd_word if windows else _posix_word)(os.path.abspath(target_dir))
+    if windows:
+        script = f"import runpy, sys; sys.path.insert(0, {workdir!r}); runpy.run_module('gpen_core', run_name='__main__')"
+        return f'{_cmd_word(python)} -c "{script}"{args}'
+    return f"cd {_posix_word(workdir)} && {_posix_word(python)} -m gpen_core{args}"
+
+
 def missing_model_message(folders: Sequence[str | os.PathLike], target: str | os.PathLike | None = None, *,
-                          size: int = 512, python: str = "python", workdir: str | os.PathLike | None = None) -> str:
+                          size: int = 512, python: str | None = None,
+                          workdir: str | os.PathLike | None = None) -> str:
     """The text every front end shows when no GPEN checkpoint is found: where to put one, how to download one.
 
-    folders: where checkpoints are looked for, in order. target: the folder the shown download command
-    writes to (``--dir``); None shows the command without ``--dir`` (it then saves to
-    ``default_download_dir()``). python: the interpreter to show; workdir: a folder to ``cd`` into first
-    when ``gpen_core`` is importable only from there (a host's extension folder). Several lines, no
-    trailing newline; front ends add their own context (what happens meanwhile, where to pick the model).
+    folders: where checkpoints are looked for, in order. target: the folder the download command writes to.
+    With a target (a host's model folder), the command is ``download_command(size, target, python=python,
+    workdir=workdir)``, which works from wherever the user stands; without one (the command line, whose user
+    already runs ``python -m gpen_core``) it is the short ``python -m gpen_core download SIZE``, saving to
+    ``default_download_dir()``. Several lines, no trailing newline; front ends add their own context (what
+    happens meanwhile, where to pick the model).
     """
     if len(folders) == 1:
         where = f" in {Path(folders[0])}"
     else:
         where = " in one of these folders:" + "".join(f"\n  {Path(f)}" for f in folders)
-    command = f"{_shell_word(python)} -m gpen_core download {size}"
-    if target is not None:
-        command += f" --dir {_shell_word(target)}"
-    if workdir is not None:
-        command = f"cd {_shell_word(workdir)} && {command}"
-    into = Path(target) if target is not None else default_download_dir()
+    if target is None:
+        command = f"{python or 'python'} -m gpen_core download {size}"
+        into = default_download_dir()
+    else:
+        command = download_command(size, target, python=python, workdir=workdir)
+        into = Path(os.path.abspath(target))
     return (f"Put a GPEN checkpoint (.pth or .safetensors, e.g. {checkpoint_filename(size)}){where}\n"
             f"or download the official one into {into} with:\n  {command}\n"
             f"(sizes: {', '.join(map(str, SOURCES))})")
 
 
-def _shell_word(text: str | os.PathLike) -> str:
-    """``text`` as one shell word on POSIX and Windows: double-quoted when it holds a space."""
-    text = str(text)
-    return f'"{text}"' if any(c.isspace() for c in text) else text
+def _posix_word(text: str | os.PathLike) -> str:
+    """``text`` as one POSIX shell word, in double quotes (characters special inside them escaped)."""
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", str(text)) + '"'
+
+
+def _cmd_word(text: str | os.PathLike) -> str:
+    """``text`` as one Command Prompt word (Windows paths cannot contain a double quote)."""
+    return f'"{text}"'
 
 
 def checkpoint_urls(size: int, base_url: str | None = None) -> list[str]:

@@ -50,6 +50,9 @@ class RestoreResult:
     timings: seconds per stage: detect, align, network, mask, paste, total.
     mask_kind: the paste mask used: "parsing", "rectangle", or "none" when nothing was pasted.
     n_detected: faces found (or given as landmarks) before selection; ``face_indices`` number these.
+    interrupted: True when ``check_interrupt`` stopped the run early; ``faces`` then holds only the faces done
+    (all of them pasted) and n_faces < n_selected.
+    n_selected: how many faces were selected (of n_detected), done or not.
     """
     image: np.ndarray
     faces: list[RestoredFace]
@@ -57,6 +60,8 @@ class RestoreResult:
     timings: dict[str, float] = field(default_factory=dict)
     mask_kind: str = "none"
     n_detected: int = 0
+    interrupted: bool = False
+    n_selected: int = 0
 
     @property
     def n_faces(self) -> int:
@@ -128,7 +133,7 @@ def restore_faces(
     search_dirs: Sequence = (),
     device=None,
     on_progress: Callable[[int, int], None] | None = None,
-    check_interrupt: Callable[[], None] | None = None,
+    check_interrupt: Callable[[], bool | None] | None = None,
     on_oom: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Restore every selected face of ``image`` with a GPEN ``model`` and paste them back.
@@ -142,7 +147,9 @@ def restore_faces(
     restored, 0 = input unchanged. mask: "auto" (face parsing if its weights are found, else GPEN's soft
     rectangle), "parsing" or "rectangle". color_correction: match each restored face's CIELAB mean/std to
     the input face. batch_size: faces per network call; halved down to 1 on out-of-memory, after calling
-    on_oom(). on_progress(done, total) after each batch; check_interrupt() before each batch (may raise).
+    on_oom(). on_progress(done, total) after each face, ``done`` counting up to ``total`` faces selected.
+    check_interrupt() before each face: raising abandons the call (the exception propagates, as ComfyUI's Cancel
+    wants); returning True stops early and keeps the faces done so far pasted (``result.interrupted`` is True).
     keep_crops: keep each face's aligned and restored (S, S, 3) uint8 RGB crops in the result (False saves
     memory on photos with many faces). search_dirs: extra folders for RetinaFace / parsing weights (a host's
     model folders). device: where detection and parsing run (default: the model's device; the network
@@ -174,52 +181,60 @@ def restore_faces(
     if faces and alpha > 0:
         mask_fn, mask_kind = make_mask_fn(mask, size, search_dirs=search_dirs, device=device)
     results: list[RestoredFace] = []
-    done, batch = 0, batch_size
-    while done < len(faces):
-        if check_interrupt is not None:
-            check_interrupt()
+    done, batch, reported, interrupted = 0, batch_size, 0, False
+    while done < len(faces) and not interrupted:
         chunk = faces[done:done + batch]
         t = time.perf_counter()
         matrices = [alignment_transform(f.landmarks, size) for f in chunk]
         aligned = np.stack([_aligned_crop(colour, m, size) for m in matrices])
         crops = np.clip(np.rint(aligned), 0, 255).astype(np.uint8)
         timings["align"] += time.perf_counter() - t
-        restored = None
-        if alpha > 0:
-            try:
+        restored: list[np.ndarray] = []
+        n_done = 0
+        try:
+            # The network gets one face per call so that Cancel and the progress bar act per face (GPEN's own
+            # network runs the faces of a batch one at a time anyway); the batch is for alignment and masks.
+            for j in range(len(chunk)):
+                if check_interrupt is not None and check_interrupt():
+                    interrupted = True
+                    break
+                if alpha > 0:
+                    t = time.perf_counter()
+                    restored.append(np.asarray(model.restore_crops(crops[j:j + 1]))[0])
+                    timings["network"] += time.perf_counter() - t
+                n_done = j + 1
+                if on_progress is not None and done + n_done > reported:  # a retried face is not counted twice
+                    reported = done + n_done
+                    on_progress(reported, len(faces))
+            if restored:
                 t = time.perf_counter()
-                restored = np.asarray(model.restore_crops(crops))
-                timings["network"] += time.perf_counter() - t
-                t = time.perf_counter()
-                masks = mask_fn(restored)
+                masks = mask_fn(np.stack(restored))
                 timings["mask"] += time.perf_counter() - t
-            except _OOM_ERROR:
-                if batch == 1:
-                    raise
-                batch = max(1, batch // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                if on_oom is not None:
-                    on_oom()
-                continue
-            t = time.perf_counter()
-            for j, face in enumerate(chunk):
-                crop = restored[j].astype(np.float32)
-                if color_correction:
-                    crop = match_colour(crop, aligned[j], masks[j])
-                if face.size < SMALL_FACE_PX:
-                    crop = soften_small_face(crop)
-                compositor.paste(mix(crop, aligned[j], alpha), masks[j], matrices[j])
-            timings["paste"] += time.perf_counter() - t
-        keep_restored = keep_crops and restored is not None
-        for j, face in enumerate(chunk):
-            results.append(RestoredFace(face, crops[j] if keep_crops else None,
-                                        restored[j] if keep_restored else None, index=found[done + j][0]))
-        done += len(chunk)
-        if on_progress is not None:
-            on_progress(done, len(faces))
+        except _OOM_ERROR:
+            if batch == 1:
+                raise
+            batch, interrupted = max(1, batch // 2), False
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if on_oom is not None:
+                on_oom()
+            continue
+        t = time.perf_counter()
+        for j, crop in enumerate(restored):
+            crop = crop.astype(np.float32)
+            if color_correction:
+                crop = match_colour(crop, aligned[j], masks[j])
+            if chunk[j].size < SMALL_FACE_PX:
+                crop = soften_small_face(crop)
+            compositor.paste(mix(crop, aligned[j], alpha), masks[j], matrices[j])
+        timings["paste"] += time.perf_counter() - t
+        for j in range(n_done):
+            results.append(RestoredFace(chunk[j], crops[j] if keep_crops else None,
+                                        restored[j] if keep_crops and restored else None, index=found[done + j][0]))
+        done += n_done
     timings["total"] = time.perf_counter() - start
-    return RestoreResult(output, results, compositor.mask, timings, mask_kind, n_detected)
+    return RestoreResult(output, results, compositor.mask, timings, mask_kind, n_detected, interrupted,
+                         len(faces))
 
 
 def working_memory_bytes(size: int, dtype: torch.dtype = torch.float32) -> int:

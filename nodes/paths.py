@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import folder_paths
 
 from ..gpen_core.download import missing_model_message
 
-PACK_DIR = Path(__file__).resolve().parent.parent
-"""The pack's root folder, from where ``python -m gpen_core`` finds the library."""
 MODEL_FOLDERS = ("gpen", "facerestore_models")
 """folder_paths names the loader lists, first match wins; facerestore_models is shared with ReActor/facerestore_cf."""
 MODEL_EXTENSIONS = (".pth", ".safetensors")
@@ -48,7 +44,7 @@ def model_path(name: str) -> str:
             return path
     searched = [p for folder in MODEL_FOLDERS for p in folder_paths.get_folder_paths(folder)]
     target = os.path.join(folder_paths.models_dir, "facerestore_models")
-    how = missing_model_message(searched, target, python=sys.executable, workdir=PACK_DIR)
+    how = missing_model_message(searched, target)  # a command that runs from any folder, with ComfyUI's python
     raise FileNotFoundError(f"GPEN model {name!r} not found.\n{how}")
 
 

@@ -309,7 +309,10 @@ def test_model_is_reused_for_same_file_and_dtype(host, model):
 def test_missing_model_names_the_folders(host):
     with pytest.raises(FileNotFoundError, match="facerestore_models") as info:
         host.run("GPENModelLoader", model_name="GPEN-BFR-512.pth", dtype="auto")
-    assert "-m gpen_core download 512 --dir" in str(info.value)  # and how to get the model
+    # and a download command that works from any folder, into the folder the loader searches
+    models = Path(host.folder_paths.models_dir)
+    assert f'cd "{ROOT}" && "{sys.executable}" -m gpen_core download 512 --dir "{models / "facerestore_models"}"' \
+        in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- restoring
@@ -365,9 +368,9 @@ def test_out_of_memory_retries_with_smaller_face_batches(host, model, batch, mon
     reference = host.run("GPENRestoreFaces", image=images[2:], gpen_model=model, **RESTORE_DEFAULTS)
     sizes, restore_crops = [], model.restore_crops
 
-    def small_memory(crops):
+    def small_memory(crops):  # full on the first two calls, as if another process held the GPU meanwhile
         sizes.append(len(crops))
-        if len(crops) > 1:
+        if len(sizes) <= 2:
             raise torch.OutOfMemoryError("CUDA out of memory (stand-in)")
         return restore_crops(crops)
 
@@ -376,7 +379,7 @@ def test_out_of_memory_retries_with_smaller_face_batches(host, model, batch, mon
     pack_core = sys.modules[host.pack.__name__ + ".gpen_core"]
     monkeypatch.setattr(pack_core, "release_face_models", lambda: releases.append(1))
     result = host.run("GPENRestoreFaces", image=images[2:], gpen_model=model, **RESTORE_DEFAULTS)
-    assert sizes == [4, 2, 1, 1, 1, 1]
+    assert sizes == [1, 1, 1, 1, 1, 1]  # one face per network call; the face batch halves 4 -> 2 -> 1
     assert host.mm.calls.count(("soft_empty_cache",)) == 2 and len(releases) == 2  # cached face nets dropped too
     for got, want in zip(result, reference):
         assert torch.allclose(got, want, atol=1e-6)
@@ -389,12 +392,14 @@ def test_interruption_between_faces_stops_and_offloads(host, model, batch, monke
     restore_crops = model.restore_crops
     monkeypatch.setattr(model, "restore_crops",
                         lambda crops: (restored_batches.append(len(crops)), restore_crops(crops))[1])
-    host.mm.interrupt_after = 4  # image 1, its face, image 2, its first face batch; then Cancel
+    host.mm.interrupt_after = 5  # image 1, its face, image 2, its first two faces; then Cancel
     with pytest.raises(InterruptProcessingException):
         host.run("GPENRestoreFaces", image=images[1:].repeat(2, 1, 1, 1)[:3], gpen_model=model,
                  **dict(RESTORE_DEFAULTS, face_selection="all"))
-    assert restored_batches == [1, 4]  # astronaut, then the Solvay crop; the third image never started
+    assert restored_batches == [1, 1, 1]  # astronaut, then two of the Solvay crop's four faces
     assert moves[-1] == torch.device("cpu")
+    # the bar moved with every face: 1 of the astronaut, then 2 and 3 (its total grown by the Solvay faces)
+    assert [value for value, _ in host.utils.ProgressBar.updates] == [1, 1, 2, 3]
 
 
 # ---------------------------------------------------------------------------------------------- example workflow

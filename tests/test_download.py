@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -206,4 +208,25 @@ def test_missing_model_message_names_folders_and_the_download_command(tmp_path, 
     host = tmp_path / "my models"
     text = download.missing_model_message([host], host, python="/opt/py/bin/python", workdir=tmp_path / "ext")
     assert f"in {host}\n" in text and str(tmp_path / "default") not in text
-    assert f'cd {tmp_path / "ext"} && /opt/py/bin/python -m gpen_core download 512 --dir "{host}"' in text
+    assert f'cd "{tmp_path / "ext"}" && "/opt/py/bin/python" -m gpen_core download 512 --dir "{host}"' in text
+
+
+@pytest.mark.parametrize("windows", [False, True])
+def test_download_command_works_from_any_folder(tmp_path, server, monkeypatch, windows):
+    """The command a host shows runs as printed from an unrelated folder (where ``-m gpen_core`` alone fails)
+    and saves into the host's folder; paths with spaces and shell characters survive."""
+    target = tmp_path / "Comfy UI $HOME" / "models" / "facerestore_models"
+    command = download.download_command(256, target, windows=windows)
+    root = Path(download.__file__).resolve().parents[1]
+    assert f'--dir "{target}' in command.replace("\\$", "$") and sys.executable in command
+    assert command.startswith(f'"{sys.executable}" -c "import runpy' if windows else f'cd "{root}" && ')
+    # The Command Prompt line is also valid POSIX shell (no $, ` or \ in these paths), so both forms are run here.
+    if windows:
+        target = tmp_path / "plain" / "facerestore_models"
+        command = download.download_command(256, target, windows=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "GPEN_DOWNLOAD_BASE_URL": server.url, "PYTHONPATH": ""}
+    done = subprocess.run(["bash", "-c", command], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _files(target) == ["GPEN-BFR-256.pth"]

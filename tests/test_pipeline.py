@@ -30,15 +30,16 @@ class Identity:
         return crops.copy()
 
 
-class OOMOnBigBatches(Identity):
-    """Fails like a full GPU for batches larger than ``limit``."""
+class OOMFirstCalls(Identity):
+    """Fails like a full GPU on its first ``failures`` calls (recorded as -len(crops))."""
 
-    def __init__(self, size: int, limit: int):
+    def __init__(self, size: int, failures: int):
         super().__init__(size)
-        self.limit = limit
+        self.failures = failures
 
     def restore_crops(self, crops):
-        if len(crops) > self.limit:
+        if self.failures > 0:
+            self.failures -= 1
             self.batches.append(-len(crops))
             raise torch.OutOfMemoryError("CUDA out of memory (fake)")
         return super().restore_crops(crops)
@@ -186,33 +187,51 @@ def test_colour_correction_undoes_a_colour_cast(crop_and_landmarks):
     assert cast > 20 and np.abs(fixed.image[face].mean(0) - image[face].mean(0)).max() < 0.2 * cast
 
 
-def test_batches_progress_interrupt_and_oom_retry(crop_and_landmarks):
+def test_per_face_progress_and_oom_retry(crop_and_landmarks):
     image, landmarks = crop_and_landmarks
     reference = restore_faces(image, Identity(128), landmarks=landmarks, batch_size=1, mask="rectangle")
 
-    model, ooms, progress = OOMOnBigBatches(128, limit=1), [], []
+    model, ooms, progress = OOMFirstCalls(128, failures=2), [], []
     result = restore_faces(image, model, landmarks=landmarks, batch_size=4, mask="rectangle", keep_crops=False,
                            on_oom=lambda: ooms.append(1), on_progress=lambda d, t: progress.append((d, t)))
-    assert model.batches == [-4, -2, 1, 1, 1, 1] and len(ooms) == 2
+    assert model.batches == [-1, -1, 1, 1, 1, 1] and len(ooms) == 2  # the network sees one face per call
     assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert np.array_equal(result.image, reference.image) and np.array_equal(result.mask, reference.mask)
     assert all(f.aligned is None and f.restored is None for f in result.faces)
     assert set(result.timings) >= {"detect", "align", "network", "paste", "total"}
+    assert not result.interrupted and result.n_selected == result.n_faces == 4
 
     with pytest.raises(torch.OutOfMemoryError):
-        restore_faces(image, OOMOnBigBatches(128, limit=0), landmarks=landmarks, mask="rectangle")
+        restore_faces(image, OOMFirstCalls(128, failures=99), landmarks=landmarks, mask="rectangle")
 
-    calls = []
 
-    def stop():
+def test_interrupt_checked_before_every_face_not_every_batch(crop_and_landmarks):
+    image, landmarks = crop_and_landmarks
+    calls, progress = [], []
+
+    def cancel():
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt
 
     model = Identity(128)
     with pytest.raises(KeyboardInterrupt):
-        restore_faces(image, model, landmarks=landmarks, batch_size=2, check_interrupt=stop, mask="rectangle")
-    assert model.batches == [2]
+        restore_faces(image, model, landmarks=landmarks, batch_size=4, check_interrupt=cancel, mask="rectangle",
+                      on_progress=lambda d, t: progress.append(d))
+    assert model.batches == [1, 1] and progress == [1, 2]  # stopped inside the first batch of 4
+
+
+def test_interrupt_can_keep_the_faces_done(crop_and_landmarks):
+    """check_interrupt returning True stops early; the faces done so far stay pasted."""
+    image, landmarks = crop_and_landmarks
+    flags = iter([False, False, True])
+    result = restore_faces(image, Identity(128), landmarks=landmarks, batch_size=4, mask="rectangle",
+                           check_interrupt=lambda: next(flags))
+    first_two = restore_faces(image, Identity(128), landmarks=landmarks[:2], mask="rectangle")
+    assert result.interrupted and result.n_faces == 2 and result.n_selected == 4
+    assert [f.index for f in result.faces] == [0, 1]
+    assert np.array_equal(result.image, first_two.image) and np.array_equal(result.mask, first_two.mask)
+    assert result.mask.max() > 0.9
 
 
 def _random_parsenet(folder, keep_class: int):
