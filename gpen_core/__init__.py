@@ -1,14 +1,16 @@
 """GPEN blind face restoration: network, checkpoint loading, face pipeline. Imports no host code."""
 
+from .aligned import process_aligned
 from .checkpoint import inspect_checkpoint, load_model
-from .errors import CheckpointError, FaceDetectorError, GPENError, ImageError, ModelNotFoundError
+from .errors import (CheckpointError, ExportError, FaceDetectorError, GPENError, ImageError, MissingDependencyError,
+                     ModelNotFoundError, TaskError)
 from .faces import Face
 from .model import GPENModel
 from .network import GPENConfig
 from .pipeline import RestoredFace, RestoreResult, release_face_models, restore_faces
 
 __all__ = [
-    "CheckpointError", "FaceDetectorError", "GPENConfig", "GPENError", "GPENModel", "ImageError",
-    "ModelNotFoundError", "Face", "RestoredFace", "RestoreResult", "inspect_checkpoint", "load_model",
-    "release_face_models", "restore_faces",
+    "CheckpointError", "ExportError", "FaceDetectorError", "GPENConfig", "GPENError", "GPENModel", "ImageError",
+    "MissingDependencyError", "ModelNotFoundError", "TaskError", "Face", "RestoredFace", "RestoreResult",
+    "inspect_checkpoint", "load_model", "process_aligned", "release_face_models", "restore_faces",
 ]

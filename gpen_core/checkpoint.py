@@ -15,6 +15,7 @@ from .devices import resolve_device, resolve_dtype
 from .errors import CheckpointError, ModelNotFoundError
 from .model import GPENModel
 from .network import GPEN, GPENConfig
+from .onnx_file import is_onnx_file, is_onnx_header
 
 StateDict = dict[str, torch.Tensor]
 
@@ -54,8 +55,7 @@ def sniff_format(head: bytes) -> str:
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
-    # ONNX is a protobuf ModelProto: field 1 (ir_version, varint) then field 2 (producer_name, string).
-    if head[:1] == b"\x08" and head[2:3] == b"\x12":
+    if is_onnx_header(head):
         return "onnx"
     for magic, what in _FOREIGN_MAGIC:
         if head.startswith(magic):
@@ -307,12 +307,16 @@ def model_from_state_dict(state: Mapping[str, torch.Tensor], device=None, dtype=
 
 def load_model(path: str | Path, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None) -> GPENModel:
-    """Load an official (or compatible) GPEN checkpoint, inferring every hyper-parameter.
+    """Load an official (or compatible) GPEN checkpoint, inferring every hyper-parameter; or a GPEN ONNX
+    file (an :class:`~gpen_core.onnx_backend.ONNXModel`, run with ONNX Runtime).
 
     ``device`` None = best available (cuda, mps, cpu); ``dtype`` None = float32, or fp16/bf16.
     Raises :class:`ModelNotFoundError` or :class:`CheckpointError` with the file and the fix.
     """
     path = Path(path).expanduser()
+    if is_onnx_file(path):  # by its bytes: ReActor/facefusion .onnx, run with ONNX Runtime
+        from .onnx_backend import load_onnx_model
+        return load_onnx_model(path, device, dtype)
     net = build_network(read_state_dict(path), path)
     return GPENModel(net.to(device=resolve_device(device), dtype=resolve_dtype(dtype)), path)
 

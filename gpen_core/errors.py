@@ -23,3 +23,15 @@ class ImageError(GPENError, ValueError):
 
 class DeviceError(GPENError, ValueError):
     """A torch device that this machine or torch build does not have (CUDA, a CUDA index, MPS)."""
+
+
+class MissingDependencyError(GPENError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to install."""
+
+
+class ExportError(GPENError, RuntimeError):
+    """A model could not be exported (target exists, exporter failed, or the result did not match)."""
+
+
+class TaskError(GPENError, ValueError):
+    """A GPEN task that the model file cannot do (e.g. colorization asked of a restoration model)."""

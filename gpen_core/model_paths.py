@@ -32,7 +32,7 @@ FACEXLIB_FILES = {
 FILE_ENV = {"detection": "GPEN_DETECTION_WEIGHTS", "parsing": "GPEN_PARSING_WEIGHTS"}
 DIR_ENV = "GPEN_FACEXLIB_DIR"
 MODELS_ENV = "GPEN_MODELS_DIR"
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".onnx")
 
 PathLike = str | os.PathLike
 
@@ -112,7 +112,7 @@ def _first_in(folder: Path, names: Sequence[str]) -> Path | None:
 
 
 def find_gpen_models(search_dirs: Sequence[PathLike] = ()) -> list[Path]:
-    """GPEN checkpoint files (.pth/.pt/.safetensors whose name contains "gpen", any case) in
+    """GPEN checkpoint files (.pth/.pt/.safetensors/.onnx whose name contains "gpen", any case) in
     ``search_dirs`` then ``default_model_dirs()``, not recursive; listed, never opened. Sorted by
     folder order, then name."""
     found = []
@@ -124,7 +124,7 @@ def find_gpen_models(search_dirs: Sequence[PathLike] = ()) -> list[Path]:
 
 
 def list_checkpoints(folder: PathLike) -> list[Path]:
-    """Every checkpoint file (.pth/.pt/.safetensors, any name) under ``folder``, recursive, sorted by
+    """Every checkpoint file (.pth/.pt/.safetensors/.onnx, any name) under ``folder``, recursive, sorted by
     POSIX path relative to ``folder``; [] when the folder does not exist. Files are listed, never opened."""
     root = Path(folder)
     if not root.is_dir():
@@ -136,8 +136,11 @@ def list_checkpoints(folder: PathLike) -> list[Path]:
 def checkpoint_size(path: PathLike) -> int | None:
     """Crop size S in px of a GPEN checkpoint, read from its tensor shapes (never from its name: ModelScope's
     ``pytorch_model.pt`` is a 1024 model), or None when it cannot be read as one. Cached per (path, size,
-    modification time); cheap for .safetensors and zip .pth/.pt files (see ``inspect_checkpoint``)."""
+    modification time); cheap for .safetensors and zip .pth/.pt files (see ``inspect_checkpoint``); ``.onnx``
+    files: from their input shape, read in milliseconds without onnxruntime."""
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return _onnx_size(path)
     try:
         stat = path.stat()
     except OSError:
@@ -151,6 +154,15 @@ def _size_from_file(path: Path, size: int, mtime_ns: int) -> int | None:
 
     try:
         return int(inspect_checkpoint(path).size)
+    except (GPENError, OSError):
+        return None
+
+
+def _onnx_size(path: Path) -> int | None:
+    from .onnx_file import onnx_size
+
+    try:
+        return onnx_size(path)
     except (GPENError, OSError):
         return None
 

@@ -22,6 +22,7 @@ from .blending import SMALL_FACE_PX, Compositor, match_colour, mix, soften_small
 from .errors import ImageError
 from .faces import Face, select_faces
 from .masks import make_mask_fn
+from .tasks import require_restoration
 
 # torch >= 2.5 names it torch.OutOfMemoryError (same class as torch.cuda.OutOfMemoryError).
 _OOM_ERROR = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -156,12 +157,14 @@ def restore_faces(
     always runs on the model's own device).
     Returns a RestoreResult: the image (same shape and dtype as the input), per face its box, score,
     landmarks and crops, the (H, W) float32 paste mask in [0, 1], and timings in seconds.
-    No face found: the image comes back unchanged (a copy) with 0 faces.
+    No face found: the image comes back unchanged (a copy) with 0 faces. A colorization, inpainting or
+    seg2face model (by its official file name) raises TaskError: those work on aligned crops (process_aligned).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    require_restoration(getattr(model, "path", None))
     start = time.perf_counter()
     timings = dict.fromkeys(("detect", "align", "network", "mask", "paste"), 0.0)
     colour = np.ascontiguousarray(_colour_channels(image))  # once: RGBA's colour view is strided

@@ -9,7 +9,7 @@ from ..gpen_core.download import missing_model_message
 
 MODEL_FOLDERS = ("gpen", "facerestore_models")
 """folder_paths names the loader lists, first match wins; facerestore_models is shared with ReActor/facerestore_cf."""
-MODEL_EXTENSIONS = (".pth", ".safetensors")
+MODEL_EXTENSIONS = (".pth", ".safetensors", ".onnx")
 FACE_WEIGHT_FOLDERS = ("facedetection", "facexlib")
 """models/ sub-folders where ComfyUI users keep RetinaFace/parsing weights (facerestore_cf, ReActor, facexlib)."""
 

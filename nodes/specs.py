@@ -34,12 +34,14 @@ class NodeSpec:
 def _loader_inputs() -> dict[str, tuple]:
     return {
         "model_name": (model_names(), {
-            "tooltip": "GPEN checkpoint (.pth or .safetensors) from models/facerestore_models or models/gpen, "
-                       "e.g. GPEN-BFR-512.pth. The face size (256/512/1024/2048) is read from the file."}),
+            "tooltip": "GPEN checkpoint (.pth, .safetensors, or ReActor's GPEN-BFR-*.onnx, run with onnxruntime) "
+                       "from models/facerestore_models or models/gpen, e.g. GPEN-BFR-512.pth. The face size "
+                       "(256/512/1024/2048) is read from the file."}),
         "dtype": (DTYPES, {
             "default": "auto",
-            "tooltip": "Weight precision. auto = fp32, the safe choice; fp16/bf16 halve the model's memory and "
-                       "are faster on GPUs that support them, at a small cost in precision."}),
+            "tooltip": "Weight precision. auto = fp32 (an .onnx file: its own precision), the safe choice; "
+                       "fp16/bf16 halve the model's memory and are faster on GPUs that support them, at a small "
+                       "cost in precision."}),
     }
 
 
