@@ -286,9 +286,10 @@ def test_folder_registration_extends_existing_entries(make_host, tmp_path):
     models = tmp_path / "models"
     assert registry["facerestore_models"][0] == [str(extra), str(models / "facerestore_models")]
     assert registry["facerestore_models"][1] == {".onnx", ".pth", ".safetensors"}
-    assert registry["gpen"] == ([str(models / "gpen")], {".pth", ".safetensors"})
+    assert registry["gpen"] == ([str(models / "gpen")], {".pth", ".safetensors", ".onnx"})
     loader = host.nodes()["GPENModelLoader"]
-    assert loader.define_schema().inputs[0].options["options"] == ["GPEN-tiny.safetensors"]  # .onnx is not offered
+    # .onnx files are offered (ReActor's GPEN-BFR-*.onnx); a CodeFormer one is refused when loaded.
+    assert loader.define_schema().inputs[0].options["options"] == ["codeformer.onnx", "GPEN-tiny.safetensors"]
     paths = sys.modules[host.pack.__name__ + ".nodes.paths"]
     assert paths.face_weight_dirs() == [str(detection), str(models / "facedetection"), str(models / "facexlib")]
 
