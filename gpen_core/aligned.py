@@ -8,13 +8,17 @@ own size (bilinear). Crops of any size and aspect go in; each comes back with it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from .alignment import reference_points
 from .errors import ImageError
+from .faces import Face
+from .pipeline import RestoredFace, RestoreResult
 from .tasks import Task, as_rgb, keep_luminance, paint_missing, resolve_task
 
 
@@ -100,3 +104,36 @@ def process_aligned(
         if on_progress is not None:
             on_progress(len(results), len(faces))
     return results
+
+
+def restore_aligned_image(image: np.ndarray, model, *, task: str | None = None, keep_crops: bool = True,
+                          on_progress: Callable[[int, int], None] | None = None) -> RestoreResult:
+    """One image file's frame that is itself an aligned face, as a :class:`RestoreResult` (the command line's
+    ``restore --aligned``): the whole frame is the face, processed by :func:`process_aligned`.
+
+    image: uint8 or uint16; (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA (alpha kept). The result image is
+    (H, W, 3) RGB (RGBA with the input's alpha), the input's dtype; its one face has the whole frame as box
+    and GPEN's template landmarks scaled to (W, H).
+    """
+    started = time.perf_counter()
+    image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3):
+        raise ImageError(f"an aligned face image must be uint8/uint16 (H, W[, C]), got {image.dtype} {image.shape}")
+    alpha = image[..., 3:] if image.ndim == 3 and image.shape[2] == 4 else None
+    colour = image[..., :3] if alpha is not None else image
+    face8 = np.rint(colour / 257.0).astype(np.uint8) if colour.dtype == np.uint16 else colour
+    face8 = as_rgb(face8)
+    out, = process_aligned([face8], model, task=task)
+    if on_progress is not None:
+        on_progress(1, 1)
+    result = out.astype(np.uint16) * 257 if image.dtype == np.uint16 else out
+    if alpha is not None:
+        result = np.concatenate([result, alpha], axis=2)
+    height, width = face8.shape[:2]
+    size = float(model.size)
+    landmarks = (reference_points(int(model.size)) * (width / size, height / size)).astype(np.float32)
+    face = Face(box=np.array([0, 0, width, height], np.float32), score=1.0, landmarks=landmarks)
+    restored = RestoredFace(face, face8 if keep_crops else None, out if keep_crops else None, index=0)
+    return RestoreResult(result, [restored], np.ones((height, width), np.float32),
+                         {"network": time.perf_counter() - started, "total": time.perf_counter() - started},
+                         mask_kind="none", n_detected=1)

@@ -31,7 +31,8 @@ class BatchSettings:
     face_indices, alpha, ...). landmarks: image name/stem/path -> (N, 5, 2) float32 (x, y) px, skipping
     detection. ext/suffix: output name (see `imageio.output_path`). quality: JPEG/WebP 1..100.
     save_faces: write each face's aligned and restored crops to `<outdir>/faces/`. max_pixels: per input
-    (all frames together), None = no limit."""
+    (all frames together), None = no limit. aligned_task: None = find faces (`pipeline.restore_faces`); a task
+    name (or "auto") = every frame is an aligned face crop (`aligned.restore_aligned_image`)."""
     restore: dict = field(default_factory=dict)
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
     ext: str | None = None
@@ -39,6 +40,7 @@ class BatchSettings:
     quality: int = 95
     save_faces: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    aligned_task: str | None = None
 
 
 @dataclass
@@ -127,6 +129,7 @@ def restore_batch(items: list[InputItem], model, planned: dict[Path, Path], plan
 def restore_image_file(item: InputItem, model, out: Path, planner: OutputPlanner, settings: BatchSettings,
                        progress: Progress, protect: list[Path]) -> dict:
     """Restore every frame (page) of one image file and write them, with its metadata, to `out`."""
+    from .aligned import restore_aligned_image
     from .pipeline import restore_faces
 
     started = time.perf_counter()
@@ -135,10 +138,17 @@ def restore_image_file(item: InputItem, model, out: Path, planner: OutputPlanner
     timings = {"read": time.perf_counter() - started}
     multi = len(file.frames) > 1
     frames, faces, warnings = [], [], []
+
+    def on_progress(done: int, total: int) -> None:
+        progress.faces(item, done, total)
+
     for number, frame in enumerate(file.frames):
-        result = restore_faces(
-            frame, model, landmarks=_landmarks_for(src, settings.landmarks), keep_crops=settings.save_faces,
-            on_progress=lambda done, total: progress.faces(item, done, total), **settings.restore)
+        if settings.aligned_task is not None:
+            result = restore_aligned_image(frame, model, task=settings.aligned_task, keep_crops=settings.save_faces,
+                                           on_progress=on_progress)
+        else:
+            result = restore_faces(frame, model, landmarks=_landmarks_for(src, settings.landmarks),
+                                   keep_crops=settings.save_faces, on_progress=on_progress, **settings.restore)
         frames.append(result.image)
         for key, value in result.timings.items():
             timings[key] = timings.get(key, 0.0) + value

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 from .download import SOURCES, checkpoint_filename, default_download_dir, download_checkpoint, missing_model_message
 from .errors import CheckpointError, GPENError, ModelNotFoundError
 from .imageio import DEFAULT_MAX_PIXELS
-from .options import DETECTORS, DTYPE_CHOICES, MASK_KINDS, SELECT_MODES
+from .options import DETECTORS, DTYPE_CHOICES, MASK_KINDS, SELECT_MODES, TASK_CHOICES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Name preferences when several checkpoints are found and --model is not given.
@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--score-threshold", type=_unit_float, metavar="S", help="minimum detection score, 0..1")
     f.add_argument("--landmarks", type=Path, metavar="JSON",
                    help='JSON {"image name": N x 5 x 2 [x, y] points}; those images skip detection')
+    f.add_argument("--aligned", action="store_true",
+                   help="inputs are aligned face crops (FFHQ-style): no detection, each whole image is the face")
+    f.add_argument("--task", default="auto", choices=TASK_CHOICES,
+                   help="with --aligned: restore, colorize, inpaint (white holes), seg2face; auto = from the "
+                        "model's official name (default)")
     b = r.add_argument_group("blending")
     b.add_argument("--alpha", type=_unit_float, default=1.0, help="1 = restored face, 0 = original (default 1)")
     b.add_argument("--color-correction", action="store_true", help="match restored faces to the input colours")
@@ -136,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="download again even if the file exists")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_download)
+
+    e = sub.add_parser("export-onnx", help="write a GPEN checkpoint as the ONNX file ReActor/facefusion read",
+                       description="Export a GPEN .pth/.safetensors checkpoint to ONNX (input 'input', output "
+                                   "'output', (1, 3, S, S) RGB in [-1, 1]), checked with ONNX Runtime against "
+                                   "torch before it is put in place.")
+    e.add_argument("checkpoint", type=Path, help="GPEN checkpoint (.pth, .pt, .safetensors)")
+    e.add_argument("output", type=Path, help=".onnx file to write, or a folder (<checkpoint name>.onnx)")
+    e.add_argument("--opset", type=_positive_int, help="ONNX opset (default 17; the official script used 10)")
+    e.add_argument("--fp16", action="store_true", help="float16 weights and images (half the file size)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    e.set_defaults(func=cmd_export_onnx)
 
     sub.add_parser("bench", help="benchmark the network (see `bench --help`)", add_help=False)
     return parser
@@ -175,6 +191,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         check_writable_file(args.report, "report file")
         planner.reserve(args.report)
 
+    _check_task(args, model_path)
+
     from .checkpoint import load_model
     model = load_model(model_path, device=device, dtype=args.dtype)
     _log(args, f"model {model_path} ({model.size} px) on {model.device}, {model.dtype}")
@@ -184,7 +202,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                      alpha=args.alpha, mask=args.mask, color_correction=args.color_correction,
                      batch_size=args.batch_size, search_dirs=tuple(args.models_dir), device=model.device),
         landmarks=landmarks, ext=args.ext, suffix=args.suffix, quality=args.quality, save_faces=args.save_faces,
-        max_pixels=args.max_pixels or None)
+        max_pixels=args.max_pixels or None, aligned_task=args.task if args.aligned else None)
     result = restore_batch(inputs.items, model, planned, planner, settings,
                            Progress(len(inputs.items), quiet=args.quiet))
 
@@ -214,6 +232,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .checkpoint import inspect_checkpoint
     from .files import unreadable_reason
     from .model_paths import default_model_dirs, find_gpen_models
+    from .onnx_file import describe_onnx, is_onnx_file
 
     found = find_gpen_models(tuple(args.models_dir))
     if not found:
@@ -226,13 +245,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         try:
             if reason is not None:
                 raise CheckpointError(f"{path.name} {reason}")
-            config = inspect_checkpoint(path)
-            info = f"{config.size} px (channel_multiplier {config.channel_multiplier}, narrow {config.narrow})"
+            if is_onnx_file(path):
+                info = describe_onnx(path)
+            else:
+                config = inspect_checkpoint(path)
+                info = f"{config.size} px (channel_multiplier {config.channel_multiplier}, narrow {config.narrow})"
         except GPENError as exc:
             info = f"not usable: {exc}"
         except OSError as exc:
             info = f"not usable: cannot be read ({exc.strerror or exc})"
         print(f"  {path}  {_size_mb(path)}  {info}")
+    return EXIT_OK
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """`export-onnx CHECKPOINT OUTPUT`: export, check against torch, then put the file in place."""
+    from .onnx_export import export_onnx
+
+    result = export_onnx(args.checkpoint, args.output, opset=args.opset, fp16=args.fp16, overwrite=args.overwrite)
+    print(f"wrote {result.path}: {result.size} px, {result.dtype}, opset {result.opset}; ONNX Runtime vs torch: "
+          f"max {result.max_error:.1e}, mean {result.mean_error:.1e} ([-1, 1] units); {result.seconds:.0f} s")
     return EXIT_OK
 
 
@@ -307,6 +339,20 @@ def _official_size(name: str) -> int | None:
     return int(text) if text.isdigit() and int(text) in SOURCES else None
 
 
+def _check_task(args, model_path: Path) -> None:
+    """Refuse, before any work, a task the model file cannot do or options that do not go with --aligned."""
+    from .tasks import require_restoration, resolve_task
+
+    if not args.aligned:
+        if args.task not in ("auto", "restore"):
+            raise UsageError(f"--task {args.task} works on aligned face crops: add --aligned")
+        require_restoration(model_path)
+        return
+    if args.landmarks or args.faces:
+        raise UsageError("--aligned inputs are whole faces: --landmarks and --faces do not apply; leave them out")
+    resolve_task(model_path, args.task)
+
+
 def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
     names = {key for src in inputs for key in (str(src), src.name, src.stem)}
     unused = sorted(set(table) - names)
@@ -316,7 +362,7 @@ def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
 
 def _report_options(args) -> dict:
     keys = ("detector", "select", "faces", "min_face_size", "max_faces", "score_threshold", "alpha",
-            "color_correction", "mask", "batch_size")
+            "color_correction", "mask", "batch_size", "aligned", "task")
     return {k: getattr(args, k) for k in keys}
 
 

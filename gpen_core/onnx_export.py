@@ -60,16 +60,18 @@ def _target_path(source: Path, target: str | Path) -> Path:
     return target / f"{source.stem}.onnx" if target.is_dir() else target
 
 
-def export_onnx(source: str | Path, target: str | Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
+def export_onnx(source: str | Path, target: str | Path, *, opset: int | None = None, fp16: bool = False,
                 overwrite: bool = False, seed: int = 0) -> ExportResult:
     """Write GPEN checkpoint ``source`` (.pth/.pt/.safetensors) as an ONNX file at ``target`` (a file, or a
     folder to write ``<source stem>.onnx`` into) and check it against torch; see the module docstring.
+    ``opset``: None = :data:`DEFAULT_OPSET`. ``fp16``: float16 weights, input and output.
 
     Raises CheckpointError (source is not a GPEN checkpoint, or already ONNX), ExportError (target exists
     without ``overwrite``, the exporter failed, or the check failed: then nothing is left at ``target``),
     MissingDependencyError (onnxruntime missing).
     """
     started = time.perf_counter()
+    opset = DEFAULT_OPSET if opset is None else opset
     source = Path(source).expanduser()
     target = _target_path(source, target)
     if source.is_file() and is_onnx_file(source):

@@ -229,3 +229,12 @@ def gpen_onnx_size(signature: OnnxSignature, source: str | Path = "ONNX model") 
 def onnx_size(path: str | Path) -> int:
     """Crop size S of a GPEN ONNX file, read from its input shape; CheckpointError when it is not one."""
     return gpen_onnx_size(read_signature(path), Path(path))
+
+
+def describe_onnx(path: str | Path) -> str:
+    """One line for model listings: "512 px (ONNX float32, batch 1, opset 10)"; CheckpointError if not GPEN."""
+    signature = read_signature(path)
+    size = gpen_onnx_size(signature, Path(path))
+    given = signature.inputs[0]
+    batch = given.dims[0] if isinstance(given.dims[0], int) else "dynamic"
+    return f"{size} px (ONNX {given.dtype}, batch {batch}, opset {signature.opset})"

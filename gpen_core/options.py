@@ -8,3 +8,5 @@ SELECT_MODES = ("all", "largest", "center")
 MASK_KINDS = ("auto", "parsing", "rectangle")
 #: Network precisions; "auto" is float32.
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+#: GPEN tasks on aligned crops; "auto" takes the task from the model's official file name (else restore).
+TASK_CHOICES = ("auto", "restore", "colorize", "inpaint", "seg2face")

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError, TaskError
+from .options import TASK_CHOICES
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def resolve_task(path: str | Path | None, task: str | None = None) -> Task:
     if task in (None, "auto"):
         return named or TASKS["restore"]
     if task not in TASKS:
-        raise TaskError(f"unknown GPEN task {task!r}: use one of auto, {', '.join(TASKS)}")
+        raise TaskError(f"unknown GPEN task {task!r}: use one of {', '.join(TASK_CHOICES)}")
     chosen = TASKS[task]
     if named is not None and named != chosen:
         raise TaskError(

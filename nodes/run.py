@@ -107,3 +107,24 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     return (torch.from_numpy(np.stack([result.image for result in results]).astype(np.float32) / 65535.0),
             torch.from_numpy(np.stack(crops)).float() / 255.0,
             torch.from_numpy(np.stack([result.mask for result in results])))
+
+
+def aligned(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, task: str,
+            mask: torch.Tensor | None = None) -> tuple[torch.Tensor]:
+    """GPEN on aligned face crops (no detection): IMAGE (B,H,W,C) in, IMAGE (B,H,W,3) out, float32 [0,1] on the
+    CPU; ``mask`` (1 or B, H, W) marks the missing regions for inpainting."""
+    device = model_management.get_torch_device()
+    work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype)
+    model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
+    faces = [np.rint(frame[..., :3].float().clamp(0, 1).cpu().numpy() * 255.0).astype(np.uint8) for frame in image]
+    masks = None if mask is None else list(mask.float().cpu().numpy())
+    bar = comfy.utils.ProgressBar(len(faces))
+    gpen_model.to(device)
+    try:
+        out = gpen_core.process_aligned(
+            faces, gpen_model, task=task, masks=masks, batch_size=FACE_BATCH,
+            on_progress=lambda done, total: bar.update_absolute(done, total),
+            check_interrupt=model_management.throw_exception_if_processing_interrupted)
+    finally:
+        gpen_model.to(model_management.unet_offload_device())
+    return (torch.from_numpy(np.stack(out)).float() / 255.0,)

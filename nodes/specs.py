@@ -6,7 +6,7 @@ from input names.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..gpen_core import options
@@ -18,17 +18,20 @@ DTYPES = list(options.DTYPE_CHOICES)
 DETECTORS = list(options.DETECTORS)
 SELECTIONS = list(options.SELECT_MODES)
 MASKS = list(options.MASK_KINDS)
+TASKS = list(options.TASK_CHOICES)
 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node: ComfyUI id, menu name, description, inputs (a function: file lists change at runtime), outputs."""
+    """One node: ComfyUI id, menu name, description, inputs (a function: file lists change at runtime), outputs,
+    and optional inputs (may be left unconnected)."""
 
     node_id: str
     display_name: str
     description: str
     inputs: Callable[[], dict[str, tuple]]
     outputs: list[tuple[str, str, str]]
+    optional: Callable[[], dict[str, tuple]] = field(default=lambda: {})
 
 
 def _loader_inputs() -> dict[str, tuple]:
@@ -97,4 +100,37 @@ RESTORE = NodeSpec(
         ("MASK", "paste_mask", "Where each image was changed: 1 inside pasted faces, 0 elsewhere, soft edges "
                          "(one mask per input image)."),
     ],
+)
+
+
+def _aligned_inputs() -> dict[str, tuple]:
+    return {
+        "image": ("IMAGE", {"tooltip": "Aligned face crops, one face filling each image as GPEN's template does "
+                                       "(FFHQ-style crops, restored_faces of GPEN Restore Faces, a face-crop tool's "
+                                       "output). Any size: each is resized to the model's and back."}),
+        "gpen_model": (MODEL_TYPE, {"tooltip": "A model from Load GPEN Model (GPEN-BFR-*, GPEN-Colorization-1024, "
+                                               "GPEN-Inpainting-1024 or GPEN-Seg2face-512)."}),
+        "task": (TASKS, {
+            "default": "auto",
+            "tooltip": "auto = what the model's official file name says (restore for other names); restore, "
+                       "colorize (grey faces in), inpaint (white or masked holes filled), seg2face (a "
+                       "colour-coded face-parsing map in). A task the file was not trained for is refused."}),
+    }
+
+
+def _aligned_optional() -> dict[str, tuple]:
+    return {
+        "mask": ("MASK", {"tooltip": "Inpainting only: 1 where the face is missing (painted white before GPEN "
+                                     "fills it). One mask for the batch, or one per image; the images' size."}),
+    }
+
+
+ALIGNED = NodeSpec(
+    node_id="GPENAlignedFaces",
+    display_name="GPEN Aligned Faces",
+    description="Runs GPEN on already aligned face crops, no detection: restoration, or with the official models "
+                "colorization, inpainting (optional MASK) and seg2face. Each image comes back at its own size.",
+    inputs=_aligned_inputs,
+    optional=_aligned_optional,
+    outputs=[("IMAGE", "faces", "The processed faces, each the size of its input image.")],
 )

@@ -38,6 +38,20 @@ class GPENRestoreFaces:
         return run.restore(image, gpen_model, **options)
 
 
-NODE_CLASS_MAPPINGS = {specs.LOADER.node_id: GPENModelLoader, specs.RESTORE.node_id: GPENRestoreFaces}
-NODE_DISPLAY_NAME_MAPPINGS = {specs.LOADER.node_id: specs.LOADER.display_name,
-                              specs.RESTORE.node_id: specs.RESTORE.display_name}
+class GPENAlignedFaces:
+    DESCRIPTION = specs.ALIGNED.description
+    CATEGORY = specs.CATEGORY
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = _outputs(specs.ALIGNED)
+    FUNCTION = "process"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": specs.ALIGNED.inputs(), "optional": specs.ALIGNED.optional()}
+
+    def process(self, image, gpen_model, task: str, mask=None) -> tuple:
+        return run.aligned(image, gpen_model, task=task, mask=mask)
+
+
+_NODES = [(specs.LOADER, GPENModelLoader), (specs.RESTORE, GPENRestoreFaces), (specs.ALIGNED, GPENAlignedFaces)]
+NODE_CLASS_MAPPINGS = {spec.node_id: node for spec, node in _NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {spec.node_id: spec.display_name for spec, _ in _NODES}

@@ -14,7 +14,10 @@ def _io_type(name: str):
 
 def _schema(spec: specs.NodeSpec) -> io.Schema:
     inputs = []
-    for name, (kind, options) in spec.inputs().items():
+    entries = [(entry, False) for entry in spec.inputs().items()] + [(e, True) for e in spec.optional().items()]
+    for (name, (kind, options)), optional in entries:
+        if optional:
+            options = {**options, "optional": True}
         if isinstance(kind, list):
             inputs.append(io.Combo.Input(name, options=kind, **options))
         else:
@@ -44,9 +47,19 @@ class GPENRestoreFaces(io.ComfyNode):
         return io.NodeOutput(*run.restore(image, gpen_model, **options))
 
 
+class GPENAlignedFaces(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(specs.ALIGNED)
+
+    @classmethod
+    def execute(cls, image, gpen_model, task: str, mask=None) -> io.NodeOutput:
+        return io.NodeOutput(*run.aligned(image, gpen_model, task=task, mask=mask))
+
+
 class GPENExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [GPENModelLoader, GPENRestoreFaces]
+        return [GPENModelLoader, GPENRestoreFaces, GPENAlignedFaces]
 
 
 async def comfy_entrypoint() -> GPENExtension:

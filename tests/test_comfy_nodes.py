@@ -236,7 +236,7 @@ RESTORE_DEFAULTS = dict(detector="mtcnn", face_selection="all", min_face_size=0,
 def test_v3_registers_only_the_entrypoint_with_tooltips_everywhere(host):
     assert hasattr(host.pack, "comfy_entrypoint") and not hasattr(host.pack, "NODE_CLASS_MAPPINGS")
     nodes = host.nodes()
-    assert set(nodes) == {"GPENModelLoader", "GPENRestoreFaces"}
+    assert set(nodes) == {"GPENModelLoader", "GPENRestoreFaces", "GPENAlignedFaces"}
     loader, restore = (nodes[n].define_schema() for n in ("GPENModelLoader", "GPENRestoreFaces"))
     assert loader.display_name == "Load GPEN Model" and restore.display_name == "GPEN Restore Faces"
     assert loader.category == restore.category == "image/restoration"
@@ -261,7 +261,10 @@ def test_v1_fallback_without_comfy_api_v3(make_host, api):
     assert hasattr(host.pack, "NODE_CLASS_MAPPINGS") and not hasattr(host.pack, "comfy_entrypoint")
     v1 = host.pack.NODE_CLASS_MAPPINGS
     assert host.pack.NODE_DISPLAY_NAME_MAPPINGS == {"GPENModelLoader": "Load GPEN Model",
-                                                    "GPENRestoreFaces": "GPEN Restore Faces"}
+                                                    "GPENRestoreFaces": "GPEN Restore Faces",
+                                                    "GPENAlignedFaces": "GPEN Aligned Faces"}
+    aligned = v1["GPENAlignedFaces"].INPUT_TYPES()
+    assert list(aligned["required"]) == ["image", "gpen_model", "task"] and list(aligned["optional"]) == ["mask"]
     inputs = v1["GPENRestoreFaces"].INPUT_TYPES()["required"]
     assert list(inputs) == ["image", "gpen_model", "detector", "face_selection", "min_face_size", "alpha", "mask",
                             "color_correction"]
@@ -410,6 +413,8 @@ def test_example_workflow_matches_the_nodes(host):
     nodes = {node["type"]: node for node in workflow["nodes"]}
     assert {"LoadImage", "GPENModelLoader", "GPENRestoreFaces", "SaveImage"} <= set(nodes)
     for node_id, cls in host.nodes().items():
+        if node_id not in nodes:  # GPENAlignedFaces is not part of this photo workflow
+            continue
         inputs = cls.define_schema().inputs
         widgets = [s for s in inputs if s.io_type in ("COMBO", "INT", "FLOAT", "BOOLEAN")]
         values = nodes[node_id]["widgets_values"]
@@ -423,3 +428,45 @@ def test_example_workflow_matches_the_nodes(host):
     by_id = {node["id"]: node for node in workflow["nodes"]}
     for _, source, slot, target, _, kind in workflow["links"]:
         assert by_id[source]["outputs"][slot]["type"] == kind
+
+
+# ---------------------------------------------------------------------------------------------- aligned faces
+def test_aligned_faces_node_schema_and_restore(host, model, batch):
+    schema = host.nodes()["GPENAlignedFaces"].define_schema()
+    assert [(s.id, s.io_type, s.options.get("optional", False)) for s in schema.inputs] == [
+        ("image", "IMAGE", False), ("gpen_model", "GPEN_MODEL", False), ("task", "COMBO", False),
+        ("mask", "MASK", True)]
+    assert schema.inputs[2].options["options"] == ["auto", "restore", "colorize", "inpaint", "seg2face"]
+    assert all(len(s.options["tooltip"]) > 20 for s in [*schema.inputs, *schema.outputs])
+    images = batch[0][1:]
+    faces, = host.run("GPENAlignedFaces", image=images, gpen_model=model, task="auto")
+    assert faces.shape == images.shape and faces.dtype == torch.float32
+    crops = [np.rint(i.numpy() * 255).astype(np.uint8) for i in images]
+    expected = np.stack(gpen_core_module(host).process_aligned(crops, model)) / 255.0
+    np.testing.assert_allclose(faces.numpy(), expected, atol=1e-6)
+    assert ("free_memory",) == host.mm.calls[0][:1]
+
+
+def test_aligned_faces_node_inpaints_with_a_mask_and_refuses_it_otherwise(host, model, batch):
+    import copy
+
+    inpainting = copy.copy(model)
+    inpainting.path = Path("GPEN-Inpainting-1024.pth")
+    images = batch[0][1:2]
+    mask = torch.zeros(1, 256, 256)
+    mask[:, 100:160, 60:200] = 1.0
+    painted = images.clone()
+    painted[:, 100:160, 60:200] = 1.0
+    with_mask, = host.run("GPENAlignedFaces", image=images, gpen_model=inpainting, task="auto", mask=mask)
+    white, = host.run("GPENAlignedFaces", image=painted, gpen_model=inpainting, task="inpaint")
+    torch.testing.assert_close(with_mask, white)
+    errors = gpen_core_module(host).errors
+    with pytest.raises(errors.ImageError, match="only used for inpainting"):
+        host.run("GPENAlignedFaces", image=images, gpen_model=model, task="restore", mask=mask)
+    with pytest.raises(errors.TaskError, match="cannot colorize"):
+        host.run("GPENAlignedFaces", image=images, gpen_model=inpainting, task="colorize")
+
+
+def gpen_core_module(host: Host):
+    """The pack's own gpen_core package (imported under the pack's test name)."""
+    return sys.modules[host.pack.__name__ + ".gpen_core"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import shutil
 import sys
 import warnings
@@ -14,7 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import gpen_core
-from gpen_core import conv_ops, model_paths, onnx_backend
+from gpen_core import cli, conv_ops, model_paths, onnx_backend
 from gpen_core.imageio import read_image
 from gpen_core.onnx_export import DEFAULT_OPSET, export_onnx
 from gpen_core.onnx_file import is_onnx_file, read_signature
@@ -48,10 +51,13 @@ def official_onnx(tmp_path_factory, torch_model) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_checkpoint):
-    """`export-onnx` of the tiny checkpoint at the current default opset."""
-    folder = tmp_path_factory.mktemp("exported")
-    return export_onnx(tiny_checkpoint, folder / "GPEN-BFR-2048.onnx")
+def exported(tmp_path_factory, tiny_checkpoint) -> tuple[Path, str]:
+    """`python -m gpen_core export-onnx` of the tiny checkpoint (current default opset): the file, the printout."""
+    target = tmp_path_factory.mktemp("exported") / "GPEN-BFR-2048.onnx"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["export-onnx", str(tiny_checkpoint), str(target)]) == 0
+    return target, out.getvalue()
 
 
 class _Conv(nn.Module):
@@ -69,7 +75,7 @@ class _Conv(nn.Module):
 
 @pytest.mark.parametrize("which", ["official opset 10", f"export-onnx opset {DEFAULT_OPSET}"])
 def test_onnx_matches_torch_within_one_grey_level(which, official_onnx, exported, torch_model):
-    path = official_onnx if which.startswith("official") else exported.path
+    path = official_onnx if which.startswith("official") else exported[0]
     model = gpen_core.load_model(path, device="cpu")
     assert isinstance(model, gpen_core.GPENModel)
     assert (model.size, model.device, model.dtype, model.path) == (256, torch.device("cpu"), torch.float32, path)
@@ -93,30 +99,36 @@ def test_restore_faces_on_a_photo_with_an_onnx_model(official_onnx, torch_model,
     assert np.abs(result.image.astype(int) - reference.image).max() <= 1
 
 
-def test_export_round_trip_and_no_overwrite(exported, tiny_checkpoint):
-    assert exported.max_error <= 1e-4 and exported.size == 256 and exported.dtype == "float32"
-    folder = exported.path.parent
+def test_export_round_trip_and_no_overwrite(exported, tiny_checkpoint, capsys):
+    path, printed = exported
+    max_error = float(re.search(r"ONNX Runtime vs torch: max ([0-9.e+-]+)", printed).group(1))
+    assert max_error <= 1e-4 and "256 px, float32, opset 17" in printed
+    folder = path.parent
     assert sorted(p.name for p in folder.iterdir()) == ["GPEN-BFR-2048.onnx"]  # no temporary file left
-    signature = read_signature(exported.path)
+    signature = read_signature(path)
     assert [(i.name, i.dtype, i.dims) for i in signature.inputs] == [("input", "float32", (1, 3, 256, 256))]
     assert [(o.name, o.dims) for o in signature.outputs] == [("output", (1, 3, 256, 256))]
-    before = exported.path.read_bytes()
-    with pytest.raises(gpen_core.ExportError, match="already exists.*--overwrite"):
-        export_onnx(tiny_checkpoint, exported.path)
-    assert exported.path.read_bytes() == before
+    before = path.read_bytes()
+    assert cli.main(["export-onnx", str(tiny_checkpoint), str(path)]) == 1
+    assert "already exists; choose another name or add --overwrite" in capsys.readouterr().err
+    assert path.read_bytes() == before
     # The size comes from the input shape, never from the name (which says 2048 here).
-    assert model_paths.checkpoint_size(exported.path) == 256
-    assert model_paths.find_gpen_models([folder]) == [exported.path]
-    assert model_paths.list_checkpoints(folder) == [exported.path]
+    assert model_paths.checkpoint_size(path) == 256
+    assert model_paths.find_gpen_models([folder]) == [path]
+    assert model_paths.list_checkpoints(folder) == [path]
+    assert cli.main(["models", "--models-dir", str(folder)]) == 0
+    assert f"{path}  " in (listing := capsys.readouterr().out) and "256 px (ONNX float32, batch 1, opset 17)" in listing
 
 
-def test_export_refuses_a_non_gpen_file(tmp_path, official_onnx):
+def test_export_refuses_a_non_gpen_file(tmp_path, official_onnx, capsys):
     other = tmp_path / "codeformer.safetensors"
     save_file({"quantize.embedding.weight": torch.zeros(4, 4), "position_emb": torch.zeros(4)}, str(other))
     with pytest.raises(gpen_core.CheckpointError, match="not a GPEN checkpoint.*CodeFormer"):
         export_onnx(other, tmp_path / "out.onnx")
     with pytest.raises(gpen_core.CheckpointError, match="already an ONNX file"):
         export_onnx(official_onnx, tmp_path / "out.onnx")
+    assert cli.main(["export-onnx", str(other), str(tmp_path)]) == 1
+    assert "not a GPEN checkpoint" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codeformer.safetensors"]
 
 
@@ -184,6 +196,7 @@ def test_cuda_machine_with_cpu_only_onnxruntime_warns_once(monkeypatch):
     monkeypatch.setattr(onnx_backend, "_warned_cpu_only", False)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.warns(RuntimeWarning, match="no CUDAExecutionProvider.*onnxruntime-gpu"):
         assert onnx_backend.execution_device(None) == torch.device("cpu")
     with warnings.catch_warnings():

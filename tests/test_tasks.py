@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import cv2
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 import gpen_core
+from gpen_core import cli
 from gpen_core.aligned import process_aligned, run_network
-from gpen_core.imageio import read_image
+from gpen_core.imageio import read_image, write_image
 from gpen_core.tasks import TASKS, keep_luminance, resolve_task, task_from_name
 
 
@@ -119,3 +121,23 @@ def test_inpainting_paints_the_masked_region_white(tiny, face):
         process_aligned([face], model, masks=[np.ones((10, 10))])
     with pytest.raises(gpen_core.ImageError, match="only used for inpainting"):
         process_aligned([face], tiny, masks=[mask])
+
+
+def test_command_line_aligned_and_task(tmp_path, tiny_checkpoint, face, capsys):
+    colorizer = tmp_path / "GPEN-Colorization-1024.safetensors"
+    shutil.copy(tiny_checkpoint, colorizer)
+    grey = write_image(tmp_path / "grey.png", cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
+    out = tmp_path / "out"
+    args = ["restore", str(grey), "-o", str(out), "-q", "--device", "cpu", "--model"]
+    assert cli.main([*args, str(colorizer), "--aligned", "--save-faces"]) == 0
+    result = read_image(out / "grey.png")
+    assert result.shape == (300, 300, 3)
+    assert np.abs(cv2.cvtColor(result, cv2.COLOR_RGB2YUV)[..., 1:].astype(int) - 128).mean() > 1
+    assert (out / "faces" / "grey_face00_restored.png").is_file()
+    capsys.readouterr()
+    assert cli.main([*args, str(colorizer)]) == 1  # a whole photo through a colorization model
+    assert "works on aligned face crops" in capsys.readouterr().err
+    assert cli.main([*args, str(tiny_checkpoint), "--task", "colorize"]) == 1
+    assert "--task colorize works on aligned face crops: add --aligned" in capsys.readouterr().err
+    assert cli.main([*args, str(colorizer), "--aligned", "--task", "seg2face"]) == 1
+    assert "cannot seg2face" in capsys.readouterr().err
