@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import GPENError
-from .imageio import DEFAULT_MAX_PIXELS, read_image_file, write_image
+from .imageio import DEFAULT_MAX_PIXELS, check_format, read_image_file, write_image
 from .inputs import IMAGE, InputItem
 from .outputs import OutputPlanner
 
@@ -136,6 +136,7 @@ def restore_image_file(item: InputItem, model, out: Path, planner: OutputPlanner
     src = item.path
     file = read_image_file(src, max_pixels=settings.max_pixels)
     timings = {"read": time.perf_counter() - started}
+    check_format(out, len(file.frames))  # before the work, not after it
     multi = len(file.frames) > 1
     frames, faces, warnings = [], [], []
 

@@ -169,8 +169,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     started = time.time()
     device = resolve_device(args.device)
     inputs = collect_inputs(args.inputs, recursive=args.recursive)
-    for path, reason in inputs.skipped:
-        _log(args, f"skipped {path}: {reason}")
+    _report_skipped(args, inputs.skipped)
     landmarks = load_landmarks(args.landmarks) if args.landmarks else {}
     _warn_unused_landmarks(landmarks, inputs.paths)
     model_path = resolve_model(args.model, args.models_dir, download=args.download, quiet=args.quiet)
@@ -380,6 +379,21 @@ def _check_report_path(report: Path, inputs, outputs, overwrite: bool, is_report
                          f"refusing to replace it (give another name, or --overwrite)")
 
 
+def _report_skipped(args, skipped: list[tuple[Path, str]], shown: int = 20) -> None:
+    """One line per file passed over (the first `shown`), or a count with --quiet; the report has them all."""
+    if not skipped:
+        return
+    if args.quiet:
+        print(f"note: skipped {len(skipped)} files in the input folders (not images, or earlier results); "
+              f"run without -q to list them", file=sys.stderr)
+        return
+    for path, reason in skipped[:shown]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if len(skipped) > shown:
+        where = " (all listed in the report)" if args.report else ""
+        print(f"... and {len(skipped) - shown} more skipped files{where}", file=sys.stderr)
+
+
 def _log(args, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr, flush=True)
@@ -402,6 +416,8 @@ def _signals_as_interrupts() -> Iterator[None]:
     wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
     previous = {}
     for signum in wanted:
+        if signal.getsignal(signum) is not signal.SIG_DFL:  # e.g. nohup ignores SIGHUP: keep it ignored
+            continue
         with contextlib.suppress(OSError, ValueError):
             previous[signum] = signal.signal(signum, _raise_terminated)
     try:

@@ -12,6 +12,12 @@ Sources (taken from the public references named beside them; not reachable from 
   pytorch_model-2048.pt the 2048 one). Fallbacks: for 1024 the mirror used by OpenTalker/video-retalking,
   for 2048 the OSS address it had in 2022 before the authors withdrew it there.
 `GPEN_DOWNLOAD_BASE_URL` (or `base_url=`) replaces all of them with `<base>/GPEN-BFR-<size>.pth`.
+
+A transfer is bounded: it stops at `MAX_BYTES[size]` (the official files are 76 MB for 256 and about 285 MB
+for the others, so a stream that goes on past that is not the checkpoint), a larger announced
+Content-Length is refused before any byte is stored, and a web page (text/html, JSON) or a body that does
+not start like a checkpoint (zip, pickle or safetensors) is refused after its first bytes. Those refusals
+delete what arrived; a dropped connection keeps it for the next run to resume.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,8 +49,12 @@ SOURCES: dict[int, tuple[str, ...]] = {
            "https://carimage-1253226081.cos.ap-beijing.myqcloud.com/gpen/GPEN-BFR-1024.pth"),
     2048: (_MODELSCOPE + "pytorch_model-2048.pt", _OSS + "GPEN-BFR-2048.pth"),
 }
+#: Most bytes a download of each size may bring: the official file (256: ~76 MB; 512, 1024, 2048: ~285 MB)
+#: plus a generous margin for repackaged copies.
+MAX_BYTES: dict[int, int] = {256: 120_000_000, 512: 400_000_000, 1024: 400_000_000, 2048: 400_000_000}
 BASE_URL_ENV = "GPEN_DOWNLOAD_BASE_URL"
 _CHUNK = 1 << 20
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 
 
 class DownloadError(GPENError, OSError):
@@ -129,6 +140,10 @@ def checkpoint_urls(size: int, base_url: str | None = None) -> list[str]:
                                  f"{', '.join(map(str, SOURCES))}")
     base_url = base_url or os.environ.get(BASE_URL_ENV)
     if base_url:
+        parts = urllib.parse.urlparse(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise DownloadError(f"base URL '{base_url}' is not an http:// or https:// address; "
+                                f"give one like https://example.com/models (--base-url or ${BASE_URL_ENV})")
         return [f"{base_url.rstrip('/')}/{checkpoint_filename(size)}"]
     return list(SOURCES[size])
 
@@ -148,13 +163,19 @@ def download_checkpoint(size: int, dest_dir: str | os.PathLike | None = None, *,
     if final.is_file() and not force:
         return final
     urls = checkpoint_urls(size, base_url)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the download folder {dest_dir} ({exc.strerror or exc}); "
+                            f"choose another folder with --dir") from exc
+    if not os.access(dest_dir, os.W_OK | os.X_OK):
+        raise DownloadError(f"the download folder {dest_dir} is not writable; choose another folder with --dir")
     verify = verify or verify_checkpoint
     failures = []
     for url in urls:
         part = part_path(final, url)
         try:
-            fetch(url, part, progress=progress, timeout=timeout)
+            fetch(url, part, progress=progress, timeout=timeout, max_bytes=MAX_BYTES.get(size))
         except DownloadError as exc:
             failures.append(f"{url}: {exc}")
             continue
@@ -168,18 +189,26 @@ def download_checkpoint(size: int, dest_dir: str | os.PathLike | None = None, *,
         for stale in dest_dir.glob(f"{final.name}.*.part"):
             stale.unlink(missing_ok=True)
         return final
+    again = ("Run the command again to resume" if any(dest_dir.glob(f"{final.name}.*.part"))
+             else "Check the address or try again later")
     raise DownloadError(
         f"could not download GPEN-BFR-{size}:\n  " + "\n  ".join(failures)
-        + f"\nRun the command again to resume, or fetch the file by hand and save it as {final}")
+        + f"\n{again}, or fetch the file by hand and save it as {final}")
 
 
-def fetch(url: str, part: Path, *, progress: bool = True, timeout: float = 60.0) -> None:
+def fetch(url: str, part: Path, *, progress: bool = True, timeout: float = 60.0,
+          max_bytes: int | None = None) -> None:
     """Download `url` into `part`, resuming from the bytes already in it (HTTP Range).
 
-    Falls back to a full download when the server ignores Range. Raises DownloadError on HTTP and
-    network errors and on a short transfer; what arrived stays in `part`.
+    Falls back to a full download when the server ignores Range. `max_bytes`: the most the whole file may
+    hold. Raises DownloadError on HTTP and network errors and on a short transfer (what arrived stays in
+    `part`, and the message says so only when it is there), and on a body that cannot be a checkpoint: a web
+    page, a wrong start, more than `max_bytes` (then `part` is deleted).
     """
     have = part.stat().st_size if part.exists() else 0
+    if have and not _looks_like_checkpoint(_head(part)):
+        part.unlink()
+        have = 0
     headers = {"User-Agent": "gpen_core"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -189,27 +218,79 @@ def fetch(url: str, part: Path, *, progress: bool = True, timeout: float = 60.0)
         if exc.code == 416 and have:  # nothing left to send: the part file is already whole
             return
         raise DownloadError(f"HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise DownloadError(f"cannot connect ({getattr(exc, 'reason', exc)})") from exc
     with response:
         resumed = have and response.status == 206 and _range_start(response) == have
         have = have if resumed else 0
+        content_type = response.headers.get("Content-Type", "").lower()
+        if content_type.startswith(_TEXT_TYPES):
+            raise DownloadError(f"the server sent a web page or text ({content_type.split(';')[0]}), not a "
+                                f"checkpoint: the address is wrong, or the site wants a login or a browser")
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
+        total = have + int(length) if length is not None and length.isdigit() else None
+        if total is not None and max_bytes is not None and total > max_bytes:
+            raise DownloadError(f"the server announces {total / 1e6:.0f} MB, more than the {max_bytes / 1e6:.0f} MB "
+                                f"a GPEN checkpoint can be; not downloaded")
         try:
-            with open(part, "ab" if resumed else "wb") as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=part.name.split(".pth")[0], disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
+            _receive(response, part, resumed, have, total, max_bytes, progress)
+        except DownloadError:
+            raise
         except (OSError, http.client.HTTPException) as exc:
-            raise DownloadError(f"transfer interrupted ({exc}); partial file kept in {part}") from exc
+            raise DownloadError(f"transfer interrupted ({exc}){_kept(part)}") from exc
     got = part.stat().st_size
     if total is not None and got != total:
-        raise DownloadError(f"transfer ended early: {got} of {total} bytes; partial file kept in {part}")
+        raise DownloadError(f"transfer ended early: {got} of {total} bytes{_kept(part)}")
+
+
+def _receive(response, part: Path, resumed: bool, have: int, total: int | None, max_bytes: int | None,
+             progress: bool) -> None:
+    """Append (or write) the body to `part`, refusing a wrong start or more than `max_bytes`."""
+    checked = bool(resumed)
+    with open(part, "ab" if resumed else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.split(".pth")[0], disable=not progress) as bar:
+        got = have
+        while chunk := response.read(_CHUNK):
+            if not checked:
+                checked = True
+                if not _looks_like_checkpoint(chunk):
+                    f.close()
+                    part.unlink(missing_ok=True)
+                    raise DownloadError(f"the file does not start like a checkpoint (zip, pickle or safetensors) but "
+                                   f"with {chunk[:16]!r}; nothing kept")
+            got += len(chunk)
+            if max_bytes is not None and got > max_bytes:
+                f.close()
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"the server sent more than {max_bytes / 1e6:.0f} MB, more than a GPEN checkpoint "
+                               f"can be; stopped and deleted")
+            f.write(chunk)
+            bar.update(len(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _kept(part: Path) -> str:
+    """The 'partial file kept' clause, true to what is on disk (an empty part is removed, not kept)."""
+    try:
+        size = part.stat().st_size
+    except OSError:
+        return "; nothing kept"
+    if size == 0:
+        part.unlink(missing_ok=True)
+        return "; nothing kept"
+    return f"; partial file kept in {part} ({size} bytes), the next run resumes from it"
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(16)
+
+
+def _looks_like_checkpoint(head: bytes) -> bool:
+    """zip (torch >= 1.6), pickle protocol 2+ (older torch.save), or safetensors (u64 header size, then '{')."""
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or (len(head) > 8 and head[8:9] == b"{")
 
 
 def verify_checkpoint(path: Path, size: int) -> None:

@@ -50,6 +50,10 @@ _HOLDS_ALPHA = {".png", ".webp", ".tif", ".tiff", ".gif"}
 _HOLDS_ICC_EXIF = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
 _EXIF_ORIENTATION = 0x0112
 _EXIF_SOFTWARE = 0x0131
+#: TIFF tags about the stored pixels (size, samples, compression, strips/tiles, ICC, palette, sub-IFDs):
+#: the writer sets them for the new pixels, so they are not copied from the input's EXIF.
+_TIFF_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320,
+                     322, 323, 324, 325, 330, 338, 339, 340, 341, 347, 530, 531, 532, 34675}
 MARKER = "gpen_core"
 _XMP_MARKER = (f'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
                f'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
@@ -112,14 +116,18 @@ def read_image_file(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT
             _check_pixels(path, im.size, max_pixels, n_frames)
             deep_colour = _is_16bit_colour(im)  # before getexif(), which may decode a PNG
             exif = im.getexif()
-            orientation = exif.get(_EXIF_ORIENTATION, 1)
-            meta = _metadata(path, im, exif)
+            stored_orientation = exif.get(_EXIF_ORIENTATION)
+            orientation = stored_orientation or 1
             if deep_colour:
-                frames = [_read_with_opencv(path)]
+                frames, durations = [_read_with_opencv(path)], None
             else:
                 frames, durations = _pil_frames(path, im, n_frames)
-                if n_frames > 1 and im.format != "TIFF":
-                    meta.durations, meta.loop = durations, int(im.info.get("loop", 0))
+            if im.format == "TIFF" and _EXIF_ORIENTATION not in getattr(im, "tag_v2", {}):
+                orientation = 1  # Pillow >= 11.3 turns TIFFs upright itself while loading
+            # After decoding: _metadata edits the EXIF, which for a TIFF is its own tag table.
+            meta = _metadata(path, im, exif, stored_orientation is not None)
+            if n_frames > 1 and im.format != "TIFF":
+                meta.durations, meta.loop = durations, int(im.info.get("loop", 0))
     except UnidentifiedImageError:
         frames = [_read_with_opencv(path)]
         _check_pixels(path, (frames[0].shape[1], frames[0].shape[0]), max_pixels)
@@ -178,14 +186,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray | Sequence[np.ndarray
     ext = path.suffix.lower()
     meta = meta or ImageMeta()
     frames = [image] if isinstance(image, np.ndarray) else list(image)
-    if ext not in _PIL_FORMATS:
-        raise ImageError(f"{path}: cannot write '{ext or 'no extension'}' files; "
-                         f"use one of {', '.join(sorted(_PIL_FORMATS))}")
-    if not frames:
-        raise ImageError(f"{path}: no frames to write")
-    if len(frames) > 1 and ext not in _HOLDS_FRAMES:
-        raise ImageError(f"{path}: the image has {len(frames)} frames and {ext} holds one; "
-                         f"write it as .png, .webp, .tif or .gif (--ext)")
+    check_format(path, len(frames))
     if any(_same_file(path, Path(p)) for p in protect):
         raise ImageError(f"{path}: refusing to overwrite an input file")
     frames = [_fit_format(frame, ext) for frame in frames]
@@ -194,6 +195,20 @@ def write_image(path: str | os.PathLike, image: np.ndarray | Sequence[np.ndarray
     else:
         data = _encode_8bit([_to_8bit(f) for f in frames], ext, quality, meta)
     return write_atomic(path, data)
+
+
+def check_format(path: str | os.PathLike, n_frames: int = 1) -> None:
+    """Raise ImageError unless `path`'s extension names a format that can hold `n_frames` (>= 1) frames."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in _PIL_FORMATS:
+        raise ImageError(f"{path}: cannot write '{ext or 'no extension'}' files; "
+                         f"use one of {', '.join(sorted(_PIL_FORMATS))}")
+    if n_frames < 1:
+        raise ImageError(f"{path}: no frames to write")
+    if n_frames > 1 and ext not in _HOLDS_FRAMES:
+        raise ImageError(f"{path}: the image has {n_frames} frames and {ext} holds one; "
+                         f"write it as .png, .webp, .tif or .gif (--ext)")
 
 
 def output_path(source: Path, outdir: Path, *, ext: str | None = None, suffix: str = "") -> Path:
@@ -220,13 +235,18 @@ def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None, n_f
             f"{max_pixels / 1e6:.0f} MP that guards against decompression bombs; {_LIMIT_HINT}")
 
 
-def _metadata(path: Path, im: Image.Image, exif: Image.Exif) -> ImageMeta:
-    """ICC profile, EXIF with orientation 1 (the pixels are turned upright), lossless-WebP flag."""
+def _metadata(path: Path, im: Image.Image, exif: Image.Exif, had_orientation: bool) -> ImageMeta:
+    """ICC profile, EXIF with orientation 1 when it had one (the pixels are turned upright), lossless-WebP flag."""
     exif_bytes = None
+    for tag in _TIFF_LAYOUT_TAGS & set(exif):  # a TIFF's own layout tags describe the old pixel data
+        del exif[tag]
     if len(exif):
-        if exif.get(_EXIF_ORIENTATION, 1) != 1:
+        if had_orientation:
             exif[_EXIF_ORIENTATION] = 1
-        exif_bytes = exif.tobytes()
+        try:
+            exif_bytes = exif.tobytes()
+        except (ValueError, TypeError, struct.error):  # damaged EXIF: the pixels still matter more
+            exif_bytes = None
     return ImageMeta(icc_profile=im.info.get("icc_profile") or None, exif=exif_bytes,
                      lossless=im.format == "WEBP" and _is_lossless_webp(path))
 

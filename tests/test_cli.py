@@ -4,6 +4,7 @@
 """
 
 import importlib.machinery
+import os
 import json
 import shutil
 import subprocess
@@ -204,3 +205,287 @@ def test_module_entry_point_prints_no_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "GPEN-junk.pth" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- Safety of outputs, up-front checks, messages (issue 9, "The command line") ---------------------------
+
+def _quick(tmp_path, names=("a.png",), folder="in") -> tuple[Path, list[str]]:
+    """Small inputs in tmp_path/folder and a landmarks file saying "no faces" (no detection, no network)."""
+    src = tmp_path / folder
+    src.mkdir(exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(_crop((i, 0, i + 40, 30))).save(src / name)
+    lm = tmp_path / "lm.json"
+    lm.write_text(json.dumps({Path(n).stem: [] for n in names}))
+    return src, ["--landmarks", str(lm), *FAST]
+
+
+def test_existing_unrelated_file_is_kept_unless_overwrite(tmp_path, capsys):
+    src, opts = _quick(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"someone else's file")
+    (out / "a.png").chmod(0o640)
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(out), *opts]) == 0
+    assert (out / "a.png").read_bytes() == b"someone else's file"
+    err = capsys.readouterr().err
+    assert f"{out / 'a.png'} already exists; writing a_1.png instead (--overwrite replaces it)" in err
+    assert (out / "a_1.png").is_file()
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(out), "--overwrite", *opts]) == 0
+    assert f"replacing the existing {out / 'a.png'} (--overwrite)" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), np.asarray(Image.open(src / "a.png")))
+    assert (out / "a.png").stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+    # Inputs are never replaced, --overwrite or not.
+    before = (src / "a.png").read_bytes()
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(src), "--overwrite", *opts]) == 0
+    assert (src / "a.png").read_bytes() == before and (src / "a_1.png").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_new_files_get_the_mode_of_a_plain_write(tmp_path, umask):
+    src, opts = _quick(tmp_path)
+    old = os.umask(umask)
+    try:
+        assert cli.main(["restore", str(src / "a.png"), "-o", str(tmp_path / "o"), "--report",
+                         str(tmp_path / "r.json"), *opts]) == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "o" / "a.png", tmp_path / "r.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_report_path_on_an_output_or_a_foreign_file_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    src, opts = _quick(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.setattr("gpen_core.checkpoint.load_model", _must_not_run)
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(out), "--report", str(out / "a.png"), *opts]) == 1
+    assert "a restored image of this run goes there" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": true}')
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(out), "--report", str(notes), *opts]) == 1
+    assert "not a gpen_core report; refusing to replace it" in capsys.readouterr().err
+    assert notes.read_text() == '{"mine": true}'
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the model was loaded before the up-front checks failed")
+
+
+def test_read_only_output_folder_and_report_folder_are_found_before_the_work(tmp_path, capsys, monkeypatch):
+    src, opts = _quick(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != locked and real_access(p, mode, **kw))
+    monkeypatch.setattr("gpen_core.checkpoint.load_model", _must_not_run)
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(locked), *opts]) == 1
+    assert capsys.readouterr().err == (f"error: the output folder {locked} is not writable; "
+                                       f"choose another folder or fix its permissions\n")
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(tmp_path / "o"), "--report",
+                     str(locked / "r.json"), *opts]) == 1
+    assert f"folder of the report file {locked} is not writable" in capsys.readouterr().err
+
+
+def test_report_that_cannot_be_written_at_the_end_is_printed(tmp_path, capsys, monkeypatch):
+    from gpen_core import report
+    from gpen_core.files import OutputError
+
+    src, opts = _quick(tmp_path)
+
+    def broken(path, data):
+        raise OutputError(f"cannot write {path} (No space left on device)")
+
+    monkeypatch.setattr(report, "write_atomic", broken)
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(tmp_path / "o"), "--report",
+                     str(tmp_path / "r.json"), *opts]) == 1
+    captured = capsys.readouterr()
+    assert "(No space left on device); the report follows on standard output" in captured.err
+    assert json.loads(captured.out)["images"][0]["output"] == str(tmp_path / "o" / "a.png")
+
+
+@pytest.mark.parametrize("device, cuda, count, message", [
+    ("cuda", False, 0, "device 'cuda': CUDA is not available"),
+    ("cuda:1", True, 1, "device 'cuda:1' does not exist: this machine has 1 CUDA device (cuda:0)"),
+    ("mps", False, 0, "device 'mps': Apple MPS is not available"),
+])
+def test_missing_device_is_one_clear_line(tmp_path, capsys, monkeypatch, device, cuda, count, message):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert cli.main(["restore", str(SAMPLE), "-o", str(tmp_path / "o"), "--model", str(TINY), "--device", device]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1 and "'cpu'" in err
+
+
+def test_load_model_on_missing_cuda_names_the_fix(monkeypatch):
+    import torch
+
+    from gpen_core.checkpoint import load_model
+    from gpen_core.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="CUDA is not available.*use device 'cpu'.*install a CUDA build"):
+        load_model(TINY, device="cuda")
+
+
+def test_unreadable_checkpoint_and_models_listing(tmp_path, capsys, monkeypatch):
+    import builtins
+    import errno
+
+    from gpen_core import files
+
+    shutil.copy(TINY, tmp_path / "GPEN-locked.safetensors")
+    real_open = builtins.open
+
+    def open_as_non_root(path, *args, **kwargs):  # what a user without read permission gets
+        if Path(path).name == "GPEN-locked.safetensors":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", open_as_non_root, raising=False)
+    assert cli.main(["restore", str(SAMPLE), "-o", str(tmp_path / "o"), "--model",
+                     str(tmp_path / "GPEN-locked.safetensors"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: checkpoint {tmp_path / 'GPEN-locked.safetensors'} cannot be read (Permission denied); "
+                   f"make it readable (e.g. chmod a+r) or pass --model with a readable copy\n")
+    assert cli.main(["models", "--models-dir", str(tmp_path)]) == 0
+    assert "GPEN-locked.safetensors cannot be read (Permission denied)" in capsys.readouterr().out
+
+
+def test_model_that_is_a_folder_or_a_symlink_loop(tmp_path, capsys):
+    (tmp_path / "x.pth").mkdir()
+    (tmp_path / "loop.pth").symlink_to(tmp_path / "loop.pth")
+    for name, what in (("x.pth", "is a folder, not a file"), ("loop.pth", "is a symlink loop")):
+        assert cli.main(["restore", str(SAMPLE), "-o", str(tmp_path / "o"), "--model", str(tmp_path / name)]) == 1
+        assert capsys.readouterr().err.startswith(f"error: --model {tmp_path / name} {what}")
+
+
+def test_empty_image_is_a_clear_failure(tmp_path, capsys):
+    src, opts = _quick(tmp_path)
+    (src / "empty.png").write_bytes(b"")
+    assert cli.main(["restore", str(src / "empty.png"), "-o", str(tmp_path / "o"), *opts]) == 1
+    assert f"{src / 'empty.png'} is empty (0 bytes)" in capsys.readouterr().err
+
+
+def test_face_numbers_beyond_the_faces_found_are_reported(tmp_path, capsys):
+    src, opts = _quick(tmp_path)
+    assert cli.main(["restore", str(src / "a.png"), "-o", str(tmp_path / "o"), "--faces", "5,9",
+                     "--report", str(tmp_path / "r.json"), *opts]) == 0
+    warning = f"{src / 'a.png'}: 0 faces found; --faces 5,9 out of range (no face to number), not restored"
+    assert f"warning: {warning}" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r.json").read_text())["images"][0]["warnings"] == [warning]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--quality", "500"], "must be between 1 and 100"),
+    (["--score-threshold", "5"], "must be between 0 and 1"),
+    (["--score-threshold", "nan"], "expected a finite number"),
+    (["--max-pixels", "-1"], "must be 0 or more"),
+    (["--min-face-size", "-3"], "must be 0 or more"),
+    (["--suffix", "/../../x"], "must not contain '/', '\\' or '..'"),
+    (["--suffix", "_.."], "must not contain"),
+])
+def test_out_of_range_values_are_refused(capsys, bad, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["restore", str(SAMPLE), "-o", "o", *bad])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_rerun_into_the_input_folder_skips_earlier_results(tmp_path, capsys):
+    src, opts = _quick(tmp_path, ("a.png", "b.jpg"))
+    (src / "notes.txt").write_text("x")
+    assert cli.main(["restore", str(src), "-o", str(src), *opts]) == 0
+    assert sorted(p.name for p in src.iterdir()) == ["a.png", "a_1.png", "b.jpg", "b_1.jpg", "notes.txt"]
+    assert "note: skipped 1 files in the input folders" in capsys.readouterr().err  # notes.txt, with -q
+    opts.remove("-q")
+    assert cli.main(["restore", str(src), "-o", str(src), "--report", str(tmp_path / "r.json"), *opts]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {src / 'a_1.png'}: written by gpen_core (an earlier result)" in err
+    assert f"skipped {src / 'notes.txt'}: '.txt' is not a supported input type" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [Path(i["input"]).name for i in report["images"]] == ["a.png", "b.jpg"]
+    assert {Path(s["input"]).name for s in report["skipped"]} == {"a_1.png", "b_1.jpg", "notes.txt"}
+    assert sorted(p.name for p in src.glob("a*")) == ["a.png", "a_1.png", "a_2.png"]
+
+
+def test_line_per_image_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    src, opts = _quick(tmp_path, ("a.png", "b.png"))
+    opts.remove("-q")
+    assert cli.main(["restore", str(src), "-o", str(tmp_path / "o"), *opts]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith(f"[1/2] {src / 'a.png'}: 0 faces -> {tmp_path / 'o' / 'a.png'} (") for line in lines)
+    assert any(line.startswith(f"[2/2] {src / 'b.png'}: 0 faces -> ") for line in lines)
+
+
+def test_interrupted_run_reports_what_is_left(tmp_path, capsys, monkeypatch):
+    from gpen_core import batch
+
+    src, opts = _quick(tmp_path, ("a.png", "b.png", "c.png"))
+    real = batch.HANDLERS["image"]
+
+    def stop_at_b(item, *args):
+        if item.path.name == "b.png":
+            raise cli.Terminated(15)
+        return real(item, *args)
+
+    monkeypatch.setitem(batch.HANDLERS, "image", stop_at_b)
+    report_args = ["--report", str(tmp_path / "r.json")]
+    assert cli.main(["restore", str(src), "-o", str(tmp_path / "o"), *report_args, *opts]) == 143
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True and report["n_images"] == 1
+    assert report["unprocessed"] == [str(src / "b.png"), str(src / "c.png")]
+    assert "interrupted: 2 of 3 inputs not processed" in capsys.readouterr().err
+
+
+SIGTERM_DURING_WRITE = """
+import os, signal, sys
+from gpen_core import cli, files
+real_fdopen = os.fdopen
+def fdopen(fd, *args, **kwargs):
+    f = real_fdopen(fd, *args, **kwargs)
+    files.os.fdopen = real_fdopen  # only the first write (the image) is hit
+    real_write = f.write
+    def write(data):
+        real_write(data[:10])
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-write, as from `kill` or a job scheduler
+        return real_write(data[10:])
+    f.write = write
+    return f
+files.os.fdopen = fdopen
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_mid_write_leaves_no_temp_file_and_stale_ones_are_removed(tmp_path):
+    src, opts = _quick(tmp_path)
+    out = tmp_path / "o"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".gpen_core-{dead.stdout.strip()}-0123abcd.tmp"
+    stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_DURING_WRITE, "restore", str(src / "a.png"), "-o", str(out),
+                           "--report", str(tmp_path / "r.json"), *opts], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(out.iterdir()) == []  # the stale temp file was removed, the interrupted one cleaned up
+    assert json.loads((tmp_path / "r.json").read_text())["unprocessed"] == [str(src / "a.png")]
+
+
+def test_animated_gif_in_a_folder_comes_back_with_every_frame(tmp_path):
+    src, opts = _quick(tmp_path, ("anim.gif",))
+    frames = [Image.fromarray(_crop((10 * i, 0, 10 * i + 40, 30))) for i in range(3)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:], duration=[50, 60, 70], loop=0)
+    assert cli.main(["restore", str(src), "-o", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"), *opts]) == 0
+    with Image.open(tmp_path / "o" / "anim.png") as apng:
+        assert apng.n_frames == 3
+        apng.seek(2)
+        assert apng.info["duration"] == 70
+    assert json.loads((tmp_path / "r.json").read_text())["images"][0]["n_frames"] == 3
+    assert cli.main(["restore", str(src), "-o", str(tmp_path / "j"), "--ext", "jpg", *opts]) == 1
+    assert not (tmp_path / "j" / "anim.jpg").exists()

@@ -1,5 +1,6 @@
 """gpen_core.download and `python -m gpen_core download`, against an HTTP server on 127.0.0.1."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -28,6 +29,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server = self.server
         server.requests.append((self.path, self.headers.get("Range")))
+        if server.endless:  # no Content-Length, a body that never ends
+            self.send_response(200)
+            self.end_headers()
+            chunk = server.endless
+            with contextlib.suppress(OSError):
+                while True:
+                    self.wfile.write(chunk)
+            return
         body = server.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -46,11 +55,14 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
+        if server.content_type:
+            self.send_header("Content-Type", server.content_type)
+        self.send_header("Content-Length", str(server.claimed_length or len(payload)))
         self.end_headers()
         if server.cut_after is not None:
             payload, server.cut_after = payload[: server.cut_after], None
-        self.wfile.write(payload)
+        with contextlib.suppress(OSError):  # a client that refuses the body hangs up early
+            self.wfile.write(payload)
 
     def log_message(self, *args):
         pass
@@ -70,6 +82,7 @@ def server(official_bytes):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files = {"/GPEN-BFR-256.pth": official_bytes}
     httpd.requests, httpd.honour_range, httpd.cut_after = [], True, None
+    httpd.endless, httpd.content_type, httpd.claimed_length = None, None, None
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -230,3 +243,59 @@ def test_download_command_works_from_any_folder(tmp_path, server, monkeypatch, w
     done = subprocess.run(["bash", "-c", command], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _files(target) == ["GPEN-BFR-256.pth"]
+
+
+def test_endless_stream_stops_at_the_size_cap(tmp_path, server, official_bytes, monkeypatch):
+    monkeypatch.setitem(download.MAX_BYTES, 256, 3_000_000)
+    server.endless = official_bytes[:1 << 16]  # starts like a checkpoint, then never ends
+    with pytest.raises(DownloadError, match="more than 3 MB.*stopped and deleted"):
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert _files(tmp_path) == []
+
+
+def test_announced_size_over_the_cap_is_refused_before_storing(tmp_path, server, monkeypatch):
+    monkeypatch.setitem(download.MAX_BYTES, 256, 1_000_000)
+    with pytest.raises(DownloadError, match=r"announces \d MB, more than the 1 MB.*\nCheck the address"):
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert _files(tmp_path) == []
+    assert download.MAX_BYTES[512] >= 300_000_000  # the official 512 file (~285 MB) still fits
+
+
+def test_web_page_is_refused_at_once(tmp_path, server, official_bytes):
+    server.content_type = "text/html; charset=utf-8"
+    with pytest.raises(DownloadError, match=r"web page or text \(text/html\)"):
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    server.content_type = None
+    server.files["/GPEN-BFR-256.pth"] = b"<!DOCTYPE html><html>" + b" " * 5_000_000
+    with pytest.raises(DownloadError, match="does not start like a checkpoint.*<!DOCTYPE"):
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert _files(tmp_path) == []
+
+
+def test_partial_file_kept_only_when_it_is(tmp_path, server, official_bytes):
+    server.claimed_length = len(official_bytes) + 10  # the body ends 10 bytes short of what was announced
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    (part,) = tmp_path.glob("*.part")
+    assert f"partial file kept in {part} ({len(official_bytes)} bytes)" in str(info.value)
+    server.claimed_length, server.cut_after = None, 0  # headers, then the connection drops: nothing arrived
+    part.unlink()
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(256, tmp_path, base_url=server.url, progress=False)
+    assert "nothing kept" in str(info.value) and "partial file kept" not in str(info.value)
+    assert _files(tmp_path) == []
+
+
+def test_download_command_errors_are_one_line(tmp_path, server, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["download", "256", "--dir", str(blocker / "sub"), "--base-url", server.url, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create the download folder {blocker / 'sub'}") and "--dir" in err
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as info:
+        cli.main(["download", "256", "--dir", str(tmp_path), "--base-url", "notaurl"])
+    assert info.value.code == 2
+    assert "expected an http:// or https:// address" in capsys.readouterr().err
+    with pytest.raises(DownloadError, match="not an http:// or https:// address"):
+        download_checkpoint(256, tmp_path, base_url="notaurl", progress=False)
