@@ -37,8 +37,9 @@ class NodeSpec:
 def _loader_inputs() -> dict[str, tuple]:
     return {
         "model_name": (model_names(), {
-            "tooltip": "GPEN checkpoint (.pth, .safetensors, or ReActor's GPEN-BFR-*.onnx, run with onnxruntime) "
-                       "from models/facerestore_models or models/gpen, e.g. GPEN-BFR-512.pth. The face size "
+            "tooltip": "GPEN checkpoint (.pth, .pt, .safetensors, or ReActor's GPEN-BFR-*.onnx, run with "
+                       "onnxruntime) from models/facerestore_models or models/gpen, e.g. GPEN-BFR-512.pth; other "
+                       "models in those folders (GFPGAN, CodeFormer) are not listed. The face size "
                        "(256/512/1024/2048) is read from the file."}),
         "dtype": (DTYPES, {
             "default": "auto",
