@@ -230,3 +230,15 @@ def test_download_command_works_from_any_folder(tmp_path, server, monkeypatch, w
     done = subprocess.run(["bash", "-c", command], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _files(target) == ["GPEN-BFR-256.pth"]
+
+
+def test_a_host_replaces_the_generic_download_advice(tmp_path):
+    from gpen_core.checkpoint import DOWNLOAD_HINT
+
+    message = f"x.pth is empty (0 bytes), probably an interrupted download: delete it and {DOWNLOAD_HINT}."
+    host = tmp_path / "ComfyUI" / "models" / "facerestore_models"
+    text = download.with_download_command(message, host, python="/opt/py", workdir=tmp_path / "pack")
+    assert text == (f"x.pth is empty (0 bytes), probably an interrupted download: delete it and download an "
+                    f"official one (or 256/1024/2048) into {host} with: cd \"{tmp_path / 'pack'}\" && \"/opt/py\" "
+                    f"-m gpen_core download 512 --dir \"{host}\".")
+    assert download.with_download_command("no advice here", host) == "no advice here"
