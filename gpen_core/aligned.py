@@ -136,4 +136,4 @@ def restore_aligned_image(image: np.ndarray, model, *, task: str | None = None, 
     restored = RestoredFace(face, face8 if keep_crops else None, out if keep_crops else None, index=0)
     return RestoreResult(result, [restored], np.ones((height, width), np.float32),
                          {"network": time.perf_counter() - started, "total": time.perf_counter() - started},
-                         mask_kind="none", n_detected=1)
+                         mask_kind="none", n_detected=1, n_selected=1)

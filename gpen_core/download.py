@@ -311,3 +311,14 @@ def part_path(final: Path, url: str) -> Path:
 def _range_start(response) -> int | None:
     match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else None
+
+
+def with_download_command(message: str, target_dir: str | os.PathLike, **command_options) -> str:
+    """``message`` (a gpen_core error text) with its generic download advice, which assumes a shell where
+    ``python -m gpen_core`` works, replaced by ``download_command(512, target_dir, **command_options)``: what a
+    host shows, since its users stand elsewhere and its loader searches its own folder. Other text is unchanged."""
+    from .checkpoint import DOWNLOAD_HINT
+
+    command = download_command(512, target_dir, **command_options)
+    return message.replace(DOWNLOAD_HINT, f"download an official one (or 256/1024/2048) into "
+                                          f"{os.path.abspath(target_dir)} with: {command}")

@@ -146,13 +146,15 @@ def make_mask_fn(kind: str, size: int, *, search_dirs=(), device=None) -> tuple[
     if kind not in MASK_KINDS:
         raise ValueError(f"mask must be one of {MASK_KINDS}, not {kind!r}")
     if kind != "rectangle":
-        from .model_paths import find_facexlib_weights
+        from .model_paths import FACEXLIB_FILES, FILE_ENV, facexlib_weight_dirs, find_facexlib_weights
         path = find_facexlib_weights("parsing", search_dirs=tuple(search_dirs))
         if path is not None:
             return load_parser(path, device or "cpu"), "parsing"
         if kind == "parsing":
+            folders = "\n  ".join(str(d) for d in facexlib_weight_dirs(search_dirs))
             raise ModelNotFoundError(
-                "no face-parsing weights found: put facexlib's parsing_parsenet.pth (or parsing_bisenet.pth) "
-                "in ComfyUI models/facexlib, A1111 models/GFPGAN or facexlib/weights, or use mask='rectangle'")
+                f"no face-parsing weights found. Put facexlib's {' or '.join(FACEXLIB_FILES['parsing'])} in one "
+                f"of:\n  {folders}\nor name the file with {FILE_ENV['parsing']}, or use mask='rectangle' "
+                "(built in, no download).")
     rect = rectangle_mask(size)
     return (lambda crops: np.broadcast_to(rect, (len(crops), size, size))), "rectangle"

@@ -3,9 +3,10 @@
 Exports ``comfy_entrypoint`` (V3 schema) when ComfyUI has ``comfy_api`` v0.0.2, else ``NODE_CLASS_MAPPINGS`` (V1).
 Never both: ComfyUI ignores ``comfy_entrypoint`` when ``NODE_CLASS_MAPPINGS`` is defined.
 """
-from .paths import register_model_folders
+from .paths import install_example_image, register_model_folders
 
 register_model_folders()
+install_example_image()
 
 try:
     from comfy_api.v0_0_2 import ComfyExtension, io  # noqa: F401  (probe: v0.0.2 without io predates V3)

@@ -1,17 +1,26 @@
 """Where the pack finds files inside ComfyUI: GPEN checkpoints and facexlib detection/parsing weights."""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+from pathlib import Path
 
 import folder_paths
 
 from ..gpen_core.download import missing_model_message
+from ..gpen_core.identify import MODEL_SUFFIXES, is_gpen_model
 
 MODEL_FOLDERS = ("gpen", "facerestore_models")
 """folder_paths names the loader lists, first match wins; facerestore_models is shared with ReActor/facerestore_cf."""
-MODEL_EXTENSIONS = (".pth", ".safetensors", ".onnx")
+MODEL_EXTENSIONS = MODEL_SUFFIXES
 FACE_WEIGHT_FOLDERS = ("facedetection", "facexlib")
 """models/ sub-folders where ComfyUI users keep RetinaFace/parsing weights (facerestore_cf, ReActor, facexlib)."""
+EXAMPLE_IMAGE = "gpen_example_solvay_1927.jpg"
+"""Name under which the sample photo is put in ComfyUI's input folder, for example_workflows/gpen_restore_faces.json."""
+_SAMPLE = Path(__file__).resolve().parent.parent / "gpen_core" / "samples" / "solvay_1927_crop.jpg"
+
+log = logging.getLogger("comfyui-gpen")
 
 
 def register_model_folders() -> None:
@@ -29,10 +38,18 @@ def register_model_folders() -> None:
 
 
 def model_names() -> list[str]:
-    """Checkpoint names (relative to their model folder) for the loader's file choice, sorted, no duplicates."""
+    """GPEN checkpoint names (relative to their model folder) for the loader's file choice, sorted, no duplicates.
+
+    The shared facerestore_models folder also holds GFPGAN, CodeFormer and other files: only files that
+    gpen_core.identify.is_gpen_model accepts are listed (a name with "gpen", or GPEN tensor names; cheap, cached).
+    """
     names = set()
     for folder in MODEL_FOLDERS:
-        names.update(n for n in folder_paths.get_filename_list(folder) if n.lower().endswith(MODEL_EXTENSIONS))
+        for name in folder_paths.get_filename_list(folder):
+            if name not in names and name.lower().endswith(MODEL_EXTENSIONS):
+                path = folder_paths.get_full_path(folder, name)
+                if path is not None and is_gpen_model(path):
+                    names.add(name)
     return sorted(names, key=str.lower)
 
 
@@ -43,9 +60,13 @@ def model_path(name: str) -> str:
         if path is not None:
             return path
     searched = [p for folder in MODEL_FOLDERS for p in folder_paths.get_folder_paths(folder)]
-    target = os.path.join(folder_paths.models_dir, "facerestore_models")
-    how = missing_model_message(searched, target)  # a command that runs from any folder, with ComfyUI's python
+    how = missing_model_message(searched, download_folder())  # a command that runs from any folder
     raise FileNotFoundError(f"GPEN model {name!r} not found.\n{how}")
+
+
+def download_folder() -> str:
+    """Where the download commands the pack shows save to: models/facerestore_models, which the loader lists."""
+    return os.path.join(folder_paths.models_dir, "facerestore_models")
 
 
 def face_weight_dirs() -> list[str]:
@@ -57,3 +78,16 @@ def face_weight_dirs() -> list[str]:
             if path not in dirs:
                 dirs.append(path)
     return dirs
+
+
+def install_example_image() -> None:
+    """Put the sample photo (Solvay 1927 group, public domain) in ComfyUI's input folder as EXAMPLE_IMAGE, which the
+    example workflow loads; a file already there under that name is left as it is."""
+    try:
+        target = Path(folder_paths.get_input_directory()) / EXAMPLE_IMAGE
+        if not target.exists():
+            shutil.copyfile(_SAMPLE, target)
+            log.info("comfyui-gpen: put the example workflow's photo in %s", target)
+    except OSError as exc:
+        log.warning("comfyui-gpen: could not put the example photo in ComfyUI's input folder (%s); load any "
+                    "photo with faces in the example workflow instead", exc)

@@ -5,6 +5,7 @@ Images cross to gpen_core as uint16 (H,W,C): exact for 8-bit sources, and pixels
 """
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 
@@ -16,25 +17,32 @@ from comfy import model_management
 
 from .. import gpen_core
 from ..gpen_core.devices import resolve_dtype
+from ..gpen_core.download import with_download_command
 from ..gpen_core.pipeline import working_memory_bytes
-from .paths import face_weight_dirs, model_path
+from .paths import download_folder, face_weight_dirs, model_path
 
 FACE_BATCH = 4
-"""Faces per network call; gpen_core halves it on out-of-memory."""
+"""Faces aligned and masked together; gpen_core halves it on out-of-memory."""
+
+log = logging.getLogger("comfyui-gpen")
 
 _loaded: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 """Models still held by ComfyUI (its output cache), by (file, mtime, size, dtype): loaded once, reused."""
 
 
 def load(model_name: str, dtype: str) -> gpen_core.GPENModel:
-    """Load a checkpoint from the model folders onto ComfyUI's offload device; reuse it if already loaded."""
+    """Load a checkpoint from the model folders onto ComfyUI's offload device; reuse it if already loaded.
+    A file that does not load raises gpen_core's error, its download advice turned into a command for ComfyUI."""
     path = model_path(model_name)
     stat = os.stat(path)
     torch_dtype = resolve_dtype(dtype)
     key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, torch_dtype)
     model = _loaded.get(key)
     if model is None:
-        model = gpen_core.load_model(path, device=model_management.unet_offload_device(), dtype=torch_dtype)
+        try:
+            model = gpen_core.load_model(path, device=model_management.unet_offload_device(), dtype=torch_dtype)
+        except gpen_core.GPENError as exc:
+            raise type(exc)(with_download_command(str(exc), download_folder())) from None
         _loaded[key] = model
     return model
 
@@ -75,11 +83,12 @@ def _to_uint16(frame: torch.Tensor) -> np.ndarray:
 
 def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: str, face_selection: str,
             min_face_size: int, alpha: float, mask: str, color_correction: bool,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, str]:
     """Restore the faces of every image of an IMAGE batch.
 
     Returns (restored IMAGE (B,H,W,C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
-    S x S image when there are none, MASK (B,H,W)), float32 in [0,1] on the CPU.
+    S x S image when there are none, MASK (B,H,W)) float32 in [0,1] on the CPU, then N, and a text saying per image
+    how many faces were found and restored and which crops of the face crops came from it (one line per image).
     """
     device = model_management.get_torch_device()
     work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype)
@@ -88,7 +97,7 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     search_dirs = face_weight_dirs()
     gpen_model.to(device)
     try:
-        results = []
+        results, lines, n_crops = [], [], 0
         for frame in image:
             model_management.throw_exception_if_processing_interrupted()
             result = gpen_core.restore_faces(
@@ -98,6 +107,10 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
                 check_interrupt=model_management.throw_exception_if_processing_interrupted,
                 on_oom=_on_oom)
             progress.image_done(result.n_faces)
+            n_restored = sum(face.restored is not None for face in result.faces)
+            lines.append(_describe(len(results), len(image), result, n_restored, n_crops))
+            log.info("GPEN Restore Faces: %s", lines[-1])
+            n_crops += n_restored
             results.append(result)
     finally:
         gpen_model.to(model_management.unet_offload_device())
@@ -106,7 +119,19 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
         crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]
     return (torch.from_numpy(np.stack([result.image for result in results]).astype(np.float32) / 65535.0),
             torch.from_numpy(np.stack(crops)).float() / 255.0,
-            torch.from_numpy(np.stack([result.mask for result in results])))
+            torch.from_numpy(np.stack([result.mask for result in results])),
+            n_crops, "\n".join(lines))
+
+
+def _describe(index: int, n_images: int, result: gpen_core.RestoreResult, n_restored: int, first_crop: int) -> str:
+    """One line about one image of the batch, e.g. 'image 3 of 3 (batch index 2): 4 faces restored of 4 found ->
+    restored_faces 1-4, 9.1 s'; first_crop: where this image's crops start in restored_faces."""
+    text = (f"image {index + 1} of {n_images} (batch index {index}): {n_restored} face{'s' * (n_restored != 1)} "
+            f"restored of {result.n_detected} found")
+    if n_restored:
+        last = first_crop + n_restored - 1
+        text += f" -> restored_faces {first_crop}" + (f"-{last}" if last > first_crop else "")
+    return text + f", {result.timings.get('total', 0.0):.1f} s"
 
 
 def aligned(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, task: str,

@@ -37,8 +37,9 @@ class NodeSpec:
 def _loader_inputs() -> dict[str, tuple]:
     return {
         "model_name": (model_names(), {
-            "tooltip": "GPEN checkpoint (.pth, .safetensors, or ReActor's GPEN-BFR-*.onnx, run with onnxruntime) "
-                       "from models/facerestore_models or models/gpen, e.g. GPEN-BFR-512.pth. The face size "
+            "tooltip": "GPEN checkpoint (.pth, .pt, .safetensors, or ReActor's GPEN-BFR-*.onnx, run with "
+                       "onnxruntime) from models/facerestore_models or models/gpen, e.g. GPEN-BFR-512.pth; other "
+                       "models in those folders (GFPGAN, CodeFormer) are not listed. The face size "
                        "(256/512/1024/2048) is read from the file."}),
         "dtype": (DTYPES, {
             "default": "auto",
@@ -54,8 +55,9 @@ def _restore_inputs() -> dict[str, tuple]:
         "gpen_model": (MODEL_TYPE, {"tooltip": "A model from Load GPEN Model."}),
         "detector": (DETECTORS, {
             "default": "auto",
-            "tooltip": "Face detector. retinaface needs detection_Resnet50_Final.pth in models/facedetection; "
-                       "mtcnn is built in; auto uses RetinaFace when its weights are there, else MTCNN."}),
+            "tooltip": "Face detector. mtcnn is built in; retinaface needs facexlib and detection_Resnet50_Final.pth "
+                       "in models/facedetection or models/facexlib (or a folder given for them in "
+                       "extra_model_paths.yaml); auto uses RetinaFace when both are there, else MTCNN."}),
         "face_selection": (SELECTIONS, {
             "default": "all",
             "tooltip": "Which detected faces to restore in each image: all, only the largest, or only the one "
@@ -69,9 +71,9 @@ def _restore_inputs() -> dict[str, tuple]:
                        "blends restored and original face."}),
         "mask": (MASKS, {
             "default": "auto",
-            "tooltip": "Shape pasted back. parsing follows the face outline (needs facexlib and its parsing "
-                       "weights, found in models/facexlib or downloaded by you); rectangle is a soft-edged "
-                       "square; auto uses parsing when available, else rectangle."}),
+            "tooltip": "Shape pasted back. parsing follows the face outline (needs facexlib and "
+                       "parsing_parsenet.pth in models/facedetection or models/facexlib; never downloaded); "
+                       "rectangle is a soft-edged square; auto uses parsing when available, else rectangle."}),
         "color_correction": ("BOOLEAN", {
             "default": False,
             "tooltip": "Match the restored face's colours to the original face (use when the faces come back "
@@ -99,6 +101,11 @@ RESTORE = NodeSpec(
                                     "(none found, or alpha 0): one black image of that size."),
         ("MASK", "paste_mask", "Where each image was changed: 1 inside pasted faces, 0 elsewhere, soft edges "
                          "(one mask per input image)."),
+        ("INT", "face_count", "How many faces were restored in the whole batch (the number of real crops in "
+                              "restored_faces; 0 when none, even though restored_faces then holds a black image)."),
+        ("STRING", "face_info", "One line per input image: its batch index, faces restored and found, which "
+                                "restored_faces crops came from it, and the seconds it took. Also printed in the "
+                                "console."),
     ],
 )
 

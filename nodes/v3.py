@@ -5,7 +5,8 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 from . import run, specs
 
-_WIDGETS = {"INT": io.Int, "FLOAT": io.Float, "BOOLEAN": io.Boolean, "IMAGE": io.Image, "MASK": io.Mask}
+_WIDGETS = {"INT": io.Int, "FLOAT": io.Float, "BOOLEAN": io.Boolean, "STRING": io.String, "IMAGE": io.Image,
+            "MASK": io.Mask}
 
 
 def _io_type(name: str):

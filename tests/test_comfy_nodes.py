@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import shutil
 import sys
 import types
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -53,6 +55,7 @@ def _folder_paths(models_dir: Path, existing: dict) -> types.ModuleType:
     fp.get_filename_list = get_filename_list
     fp.get_full_path = get_full_path
     fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths[name][0])
+    fp.get_input_directory = lambda: str(models_dir.parent / "input")
     return fp
 
 
@@ -112,7 +115,7 @@ def _comfy_api_v3() -> tuple[types.ModuleType, types.ModuleType]:
         return type(io_type, (), {"io_type": io_type, "Input": Socket, "Output": Socket})
 
     for name, io_type in [("Image", "IMAGE"), ("Mask", "MASK"), ("Int", "INT"), ("Float", "FLOAT"),
-                          ("Boolean", "BOOLEAN"), ("Combo", "COMBO")]:
+                          ("Boolean", "BOOLEAN"), ("String", "STRING"), ("Combo", "COMBO")]:
         setattr(io, name, comfytype(io_type))
     io.Custom = comfytype
     io.ComfyNode = type("ComfyNode", (), {})
@@ -151,6 +154,7 @@ def _load_pack(models_dir: Path, api: str, existing_folders: dict) -> Host:
     binds the modules then, as it would inside ComfyUI). api: "v3"; "none" (ComfyUI before comfy_api); "no io"
     (ComfyUI 0.3.47: comfy_api.v0_0_2 without the V3 node schema)."""
     folder_paths = _folder_paths(models_dir, existing_folders)
+    Path(folder_paths.get_input_directory()).mkdir(parents=True, exist_ok=True)
     mm, utils = _model_management(), _comfy_utils()
     comfy = types.ModuleType("comfy")
     comfy.model_management, comfy.utils = mm, utils
@@ -246,7 +250,7 @@ def test_v3_registers_only_the_entrypoint_with_tooltips_everywhere(host):
     assert [(s.id, s.io_type) for s in restore.inputs] == [
         ("image", "IMAGE"), ("gpen_model", "GPEN_MODEL"), ("detector", "COMBO"), ("face_selection", "COMBO"),
         ("min_face_size", "INT"), ("alpha", "FLOAT"), ("mask", "COMBO"), ("color_correction", "BOOLEAN")]
-    assert [s.io_type for s in restore.outputs] == ["IMAGE", "IMAGE", "MASK"]
+    assert [s.io_type for s in restore.outputs] == ["IMAGE", "IMAGE", "MASK", "INT", "STRING"]
     # ComfyUI's V3 Schema.validate: ids unique across inputs and outputs.
     ids = [s.id for s in restore.inputs] + [s.id for s in restore.outputs]
     assert len(ids) == len(set(ids))
@@ -270,8 +274,8 @@ def test_v1_fallback_without_comfy_api_v3(make_host, api):
                             "color_correction"]
     assert inputs["detector"][0] == ["auto", "retinaface", "mtcnn"]
     assert all(len(options["tooltip"]) > 20 for _, options in inputs.values())
-    assert v1["GPENRestoreFaces"].RETURN_TYPES == ("IMAGE", "IMAGE", "MASK")
-    assert len(v1["GPENRestoreFaces"].OUTPUT_TOOLTIPS) == 3
+    assert v1["GPENRestoreFaces"].RETURN_TYPES == ("IMAGE", "IMAGE", "MASK", "INT", "STRING")
+    assert len(v1["GPENRestoreFaces"].OUTPUT_TOOLTIPS) == 5
     assert v1["GPENModelLoader"].RETURN_TYPES == ("GPEN_MODEL",)
     assert v1["GPENModelLoader"].CATEGORY == "image/restoration"
 
@@ -288,11 +292,11 @@ def test_folder_registration_extends_existing_entries(make_host, tmp_path):
     registry = host.folder_paths.folder_names_and_paths
     models = tmp_path / "models"
     assert registry["facerestore_models"][0] == [str(extra), str(models / "facerestore_models")]
-    assert registry["facerestore_models"][1] == {".onnx", ".pth", ".safetensors"}
-    assert registry["gpen"] == ([str(models / "gpen")], {".pth", ".safetensors", ".onnx"})
+    assert registry["facerestore_models"][1] == {".onnx", ".pth", ".pt", ".safetensors"}
+    assert registry["gpen"] == ([str(models / "gpen")], {".onnx", ".pth", ".pt", ".safetensors"})
     loader = host.nodes()["GPENModelLoader"]
-    # .onnx files are offered (ReActor's GPEN-BFR-*.onnx); a CodeFormer one is refused when loaded.
-    assert loader.define_schema().inputs[0].options["options"] == ["codeformer.onnx", "GPEN-tiny.safetensors"]
+    # .onnx files are listed when they are GPEN's (ReActor's GPEN-BFR-*.onnx); a CodeFormer one is not offered.
+    assert loader.define_schema().inputs[0].options["options"] == ["GPEN-tiny.safetensors"]
     paths = sys.modules[host.pack.__name__ + ".nodes.paths"]
     assert paths.face_weight_dirs() == [str(detection), str(models / "facedetection"), str(models / "facexlib")]
 
@@ -319,6 +323,41 @@ def test_missing_model_names_the_folders(host):
         in str(info.value)
 
 
+def test_loader_lists_gpen_files_only_and_explains_a_damaged_one(make_host, tmp_path):
+    """The shared facerestore_models folder holds GFPGAN, CodeFormer, empty and junk files too: only GPEN files are
+    offered (by name or by their tensor names); a damaged GPEN-named one is offered and its error says how to get a
+    good file, with a command that works in ComfyUI."""
+    folder = tmp_path / "models" / "facerestore_models"
+    folder.mkdir(parents=True)
+    state = {k.removeprefix("state_dict."): v for k, v in load_file(TINY).items() if k.startswith("state_dict.")}
+    torch.save(state, folder / "pytorch_model.pt")  # ModelScope's name for GPEN-BFR-1024
+    torch.save({"params_ema": {"conv_body_first.weight": torch.zeros(1)}}, folder / "GFPGANv1.4.pth")
+    torch.save({"params_ema": {"quantize.embedding.weight": torch.zeros(1)}}, folder / "codeformer.pth")
+    (folder / "empty.pth").write_bytes(b"")
+    (folder / "junk.pth").write_bytes(bytes(range(256)) * 16)
+    (folder / "GPEN-BFR-1024.pth").write_bytes(bytes(range(256)) * 16)
+    host = make_host()
+    loader = host.nodes()["GPENModelLoader"]
+    assert loader.define_schema().inputs[0].options["options"] == ["GPEN-BFR-1024.pth", "pytorch_model.pt"]
+    assert host.run("GPENModelLoader", model_name="pytorch_model.pt", dtype="auto")[0].size == 256
+    errors = sys.modules[host.pack.__name__ + ".gpen_core.errors"]  # the pack's own copy of gpen_core
+    with pytest.raises(errors.CheckpointError) as info:
+        host.run("GPENModelLoader", model_name="GPEN-BFR-1024.pth", dtype="auto")
+    message = str(info.value)
+    assert "is not a model checkpoint" in message and "`python -m gpen_core download 512`" not in message
+    assert f'cd "{ROOT}" && "{sys.executable}" -m gpen_core download 512 --dir "{folder}"' in message
+
+
+def test_tooltips_name_the_folders_searched_for_face_weights(host):
+    inputs = host.nodes()["GPENRestoreFaces"].define_schema().inputs
+    tips = {s.id: s.options["tooltip"] for s in inputs}
+    paths = sys.modules[host.pack.__name__ + ".nodes.paths"]
+    searched = ["models/" + Path(d).name for d in paths.face_weight_dirs()]
+    assert searched == ["models/facedetection", "models/facexlib"]
+    for name, weights in (("detector", "detection_Resnet50_Final.pth"), ("mask", "parsing_parsenet.pth")):
+        assert weights in tips[name] and all(folder in tips[name] for folder in searched), name
+
+
 # ---------------------------------------------------------------------------------------------- restoring
 def _spy_moves(model, monkeypatch) -> list:
     """Record every device the model is moved to (still moving it)."""
@@ -332,8 +371,11 @@ def test_batch_with_zero_one_and_four_faces(make_host, host, model, batch, monke
     host = host if v3 else make_host("none")
     images, n_faces = batch
     moves = _spy_moves(model, monkeypatch)
-    restored, faces, mask = host.run("GPENRestoreFaces", image=images, gpen_model=model, **RESTORE_DEFAULTS)
+    restored, faces, mask, count, info = host.run("GPENRestoreFaces", image=images, gpen_model=model,
+                                                  **RESTORE_DEFAULTS)
 
+    assert count == sum(n_faces) and info.splitlines()[2].startswith(
+        "image 3 of 3 (batch index 2): 4 faces restored of 4 found -> restored_faces 1-4, ")
     assert restored.shape == images.shape and restored.dtype == torch.float32
     assert faces.shape == (sum(n_faces), 256, 256, 3) and faces.dtype == torch.float32
     assert mask.shape == images.shape[:3] and mask.dtype == torch.float32
@@ -354,8 +396,10 @@ def test_batch_with_zero_one_and_four_faces(make_host, host, model, batch, monke
 
 def test_no_face_anywhere_gives_one_black_crop(host, model, batch):
     images, _ = batch
-    restored, faces, mask = host.run("GPENRestoreFaces", image=images[:1], gpen_model=model, **RESTORE_DEFAULTS)
+    restored, faces, mask, count, info = host.run("GPENRestoreFaces", image=images[:1], gpen_model=model,
+                                                  **RESTORE_DEFAULTS)
     assert faces.shape == (1, 256, 256, 3) and float(faces.abs().max()) == 0
+    assert count == 0 and info.startswith("image 1 of 1 (batch index 0): 0 faces restored of 0 found, ")
     assert torch.equal(restored, images[:1]) and float(mask.max()) == 0
 
 
@@ -385,8 +429,9 @@ def test_out_of_memory_retries_with_smaller_face_batches(host, model, batch, mon
     result = host.run("GPENRestoreFaces", image=images[2:], gpen_model=model, **RESTORE_DEFAULTS)
     assert sizes == [1, 1, 1, 1, 1, 1]  # one face per network call; the face batch halves 4 -> 2 -> 1
     assert host.mm.calls.count(("soft_empty_cache",)) == 2 and len(releases) == 2  # cached face nets dropped too
-    for got, want in zip(result, reference):
+    for got, want in zip(result[:3], reference[:3]):
         assert torch.allclose(got, want, atol=1e-6)
+    assert result[3] == reference[3] == 4
 
 
 def test_interruption_between_faces_stops_and_offloads(host, model, batch, monkeypatch):
@@ -470,3 +515,33 @@ def test_aligned_faces_node_inpaints_with_a_mask_and_refuses_it_otherwise(host, 
 def gpen_core_module(host: Host):
     """The pack's own gpen_core package (imported under the pack's test name)."""
     return sys.modules[host.pack.__name__ + ".gpen_core"]
+
+
+def _skip_network(model, monkeypatch) -> None:
+    """Detection is what these tests check: the network returns its input (faces are still aligned and pasted)."""
+    monkeypatch.setattr(model, "restore_crops", lambda crops: crops.copy())
+
+
+def test_example_workflow_finds_faces_in_the_photo_it_loads(make_host, model, caplog, monkeypatch):
+    """The pack puts the sample photo in ComfyUI's input folder under the name the workflow's LoadImage uses (never
+    replacing a file of that name), and the workflow's settings restore faces in it."""
+    workflow = json.loads((ROOT / "example_workflows" / "gpen_restore_faces.json").read_text())
+    nodes = {node["type"]: node for node in workflow["nodes"]}
+    host = make_host()
+    photo = Path(host.folder_paths.get_input_directory()) / nodes["LoadImage"]["widgets_values"][0]
+    assert photo.read_bytes() == (ROOT / "gpen_core" / "samples" / "solvay_1927_crop.jpg").read_bytes()
+    photo.write_bytes(b"the user's own file")
+    make_host()
+    assert photo.read_bytes() == b"the user's own file"
+
+    image = torch.from_numpy(_rgb(ROOT / "gpen_core" / "samples" / "solvay_1927_crop.jpg")[None] / 255.0).float()
+    widgets = nodes["GPENRestoreFaces"]["widgets_values"]
+    names = list(host.nodes()["GPENRestoreFaces"].INPUT_TYPES()["required"]) if hasattr(
+        host.pack, "NODE_CLASS_MAPPINGS") else [s.id for s in host.nodes()["GPENRestoreFaces"].define_schema().inputs]
+    options = dict(zip(names[2:], widgets))
+    _skip_network(model, monkeypatch)
+    with caplog.at_level(logging.INFO):
+        count = host.run("GPENRestoreFaces", image=image, gpen_model=model, **options)[3]
+    assert count >= 10
+    assert f"image 1 of 1 (batch index 0): {count} faces restored" in caplog.text  # a console line per image
+

@@ -299,3 +299,15 @@ def test_download_command_errors_are_one_line(tmp_path, server, capsys):
     assert "expected an http:// or https:// address" in capsys.readouterr().err
     with pytest.raises(DownloadError, match="not an http:// or https:// address"):
         download_checkpoint(256, tmp_path, base_url="notaurl", progress=False)
+
+
+def test_a_host_replaces_the_generic_download_advice(tmp_path):
+    from gpen_core.checkpoint import DOWNLOAD_HINT
+
+    message = f"x.pth is empty (0 bytes), probably an interrupted download: delete it and {DOWNLOAD_HINT}."
+    host = tmp_path / "ComfyUI" / "models" / "facerestore_models"
+    text = download.with_download_command(message, host, python="/opt/py", workdir=tmp_path / "pack")
+    assert text == (f"x.pth is empty (0 bytes), probably an interrupted download: delete it and download an "
+                    f"official one (or 256/1024/2048) into {host} with: cd \"{tmp_path / 'pack'}\" && \"/opt/py\" "
+                    f"-m gpen_core download 512 --dir \"{host}\".")
+    assert download.with_download_command("no advice here", host) == "no advice here"
