@@ -163,6 +163,30 @@ def pyramid_scales(height: int, width: int, min_face_size: float, factor: float)
     return scales
 
 
+def pnet_cells(side: int) -> int:
+    """P-Net output cells along a side of ``side`` px (3x3 conv, 2x2 ceil-mode pool, two 3x3 convs)."""
+    return -(-(side - 2) // 2) - 4
+
+
+def pack_levels(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """Shelf-pack pyramid levels (h, w), largest first, into one canvas as wide as the first level.
+
+    Returns each level's (y, x) offset, both even so P-Net's stride-2 cells line up with each level's own,
+    and the canvas (h, w). P-Net's receptive field is its 12 px window, so a cell whose window lies inside
+    a level sees only that level: it scores exactly as on the level alone (only the last cell of an odd
+    side, whose window pokes 1 px out, sees a neighbour's pixel instead of the pool's padding).
+    """
+    width = sizes[0][1] + sizes[0][1] % 2
+    offsets, x, y, shelf = [], 0, 0, 0
+    for h, w in sizes:
+        if x + w > width:  # next shelf
+            x, y, shelf = 0, y + shelf, 0
+        offsets.append((y, x))
+        x += w + w % 2
+        shelf = max(shelf, h + h % 2)
+    return offsets, (y + shelf, width)
+
+
 class MTCNN:
     """The three nets on one device plus the cascade; weights from ``WEIGHTS``."""
 
@@ -185,22 +209,34 @@ class MTCNN:
         return [torch.cat(p).float().cpu().numpy() for p in zip(*parts, strict=True)]
 
     def _propose(self, image: np.ndarray, min_face_size: float, factor: float, threshold: float) -> np.ndarray:
-        """Stage 1: P-Net over the image pyramid -> square integer candidate boxes (N,4)."""
+        """Stage 1: P-Net over the image pyramid -> square integer candidate boxes (N,4).
+
+        The levels are packed into two canvases (the largest level, then all others) so P-Net runs twice
+        per image instead of once per level; per-level results equal separate runs (see ``pack_levels``).
+        """
         h, w = image.shape[:2]
+        sizes = [(int(np.ceil(h * s)), int(np.ceil(w * s))) for s in pyramid_scales(h, w, min_face_size, factor)]
         found = []
-        for scale in pyramid_scales(h, w, min_face_size, factor):
-            sw, sh = int(np.ceil(w * scale)), int(np.ceil(h * scale))
-            level = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-            prob, offsets = self.pnet(torch.from_numpy(normalize(level[None])).to(self.device))
-            prob, offsets = prob[0].float().cpu().numpy(), offsets[0].float().cpu().numpy()
-            ys, xs = np.nonzero(prob >= threshold)
-            if not len(ys):
+        for group in (sizes[:1], sizes[1:]):
+            if not group:
                 continue
-            # window edges on the level, mapped back with the level's exact per-axis scale
-            win = np.stack([xs * STRIDE, ys * STRIDE, xs * STRIDE + CELL, ys * STRIDE + CELL], 1)
-            win = (win / np.array([sw / w, sh / h, sw / w, sh / h])).astype(np.float32)
-            cand = np.concatenate([win, prob[ys, xs, None], offsets[:, ys, xs].T], 1)
-            found.append(cand[nms(cand[:, :4], cand[:, 4], 0.5)])
+            offsets, (ch, cw) = pack_levels(group)
+            canvas = np.full((1, ch, cw, 3), 128, np.uint8)
+            for (sh, sw), (oy, ox) in zip(group, offsets, strict=True):
+                canvas[0, oy:oy + sh, ox:ox + sw] = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+            prob, regression = self.pnet(torch.from_numpy(normalize(canvas)).to(self.device))
+            prob, regression = prob[0].float().cpu().numpy(), regression[0].float().cpu().numpy()
+            for (sh, sw), (oy, ox) in zip(group, offsets, strict=True):
+                cy, cx, ny, nx = oy // STRIDE, ox // STRIDE, pnet_cells(sh), pnet_cells(sw)
+                level_prob = prob[cy:cy + ny, cx:cx + nx]
+                ys, xs = np.nonzero(level_prob >= threshold)
+                if not len(ys):
+                    continue
+                # window edges on the level, mapped back with the level's exact per-axis scale
+                win = np.stack([xs * STRIDE, ys * STRIDE, xs * STRIDE + CELL, ys * STRIDE + CELL], 1)
+                win = (win / np.array([sw / w, sh / h, sw / w, sh / h])).astype(np.float32)
+                cand = np.concatenate([win, level_prob[ys, xs, None], regression[:, cy + ys, cx + xs].T], 1)
+                found.append(cand[nms(cand[:, :4], cand[:, 4], 0.5)])
         if not found:
             return np.zeros((0, 4), np.float32)
         cand = np.concatenate(found)
