@@ -60,8 +60,8 @@ def test_mtcnn_finds_the_solvay_faces_and_nothing_else(solvay_rgba):
     dist = np.linalg.norm(centres[:, None] - SOLVAY_CENTRES[None], axis=2)
     assert np.all(dist.min(1) < 8), "a detection matches no person (false positive)"
     assert len(set(dist.argmin(1))) == len(faces), "a person detected twice"
-    assert len(faces) >= 28
-    assert all(f.score >= 0.95 for f in faces)
+    assert len(faces) == 29
+    assert all(f.score >= 0.7 for f in faces)
     assert all(25 < f.size < 50 for f in faces)
     for face in faces:
         assert face.box.dtype == np.float32 and face.landmarks.shape == (5, 2)
