@@ -11,7 +11,7 @@ The arithmetic is rearranged for speed without changing the function:
 * feature maps are channels-last, each encoder feature is freed after its last use, and the
   full-size one (a 1x1 conv of the image) is recomputed when needed rather than held;
 * a batch runs at once on GPUs (styles applied as input/output channel scales, ``forward_batched``)
-  and one sample at a time on the CPU above 256 px (styles folded into the weights): see batches_faces.
+  and one sample at a time on the CPU (styles folded into the weights): see batches_faces.
 
 All tensors are NCHW (channels-last in memory), RGB, values in [-1, 1] at the ends.
 """
@@ -398,7 +398,7 @@ class GPEN(nn.Module):
         is faster on the image's device (:func:`batches_faces`). Both compute the same function.
         """
         if batched is None:
-            batched = batches_faces(image.device, image.shape[-1])
+            batched = batches_faces(image.device)
         outputs = []
         for chunk in ((image,) if batched else image.split(1)):
             chunk = chunk.contiguous(memory_format=torch.channels_last)
@@ -407,15 +407,16 @@ class GPEN(nn.Module):
         return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)).contiguous()
 
 
-def batches_faces(device: torch.device, size: int) -> bool:
-    """Whether :class:`GPEN` of crop size ``size`` runs a batch in one forward on ``device`` (else one
+def batches_faces(device: torch.device) -> bool:
+    """Whether :class:`GPEN` runs a batch in one forward on ``device`` (else one
     sample at a time). Both compute the same function.
 
-    GPUs: always (one forward keeps the device busy). CPU (2 threads, batch 4, one process, interleaved):
-    batched took 0.77x the per-sample time at 256 px and 0.88x at 512 px, but holds the whole batch's
-    activations (4x the memory, +2.3 GB at 512); so only up to 256 px, where they are small.
+    GPUs: yes (one forward keeps the device busy). CPU: no. Measured there (2 threads, batch 4, one
+    process, interleaved), batched took 0.77x the per-sample time at 256 px and 0.88x at 512 px, but it
+    holds the whole batch's activations (4x the memory: +2.3 GB at 512) and Cancel and progress could
+    then only act per batch; one face at a time keeps both per face.
     """
-    return torch.device(device).type != "cpu" or size <= 256
+    return torch.device(device).type != "cpu"
 
 
 def init_random_(net: GPEN, seed: int = 0) -> GPEN:

@@ -201,7 +201,7 @@ def restore_faces(
             mask_fn = device_mask_fn(mask_fn, size, model.device)
     # Faces per network call: the whole batch where the network runs it in one forward, else one face, so that
     # Cancel and the progress bar act per face.
-    batched = tensors and batches_faces(model.device, size)
+    batched = tensors and batches_faces(model.device)
     results: list[RestoredFace] = []
     done, batch, reported, interrupted = 0, batch_size, 0, False
     while done < len(faces) and not interrupted:

@@ -83,7 +83,7 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     S x S image when there are none, MASK (B,H,W)), float32 in [0,1] on the CPU.
     """
     device = model_management.get_torch_device()
-    batch = FACE_BATCH if batches_faces(device, gpen_model.size) else 1  # faces in one forward
+    batch = FACE_BATCH if batches_faces(device) else 1  # faces in one forward
     work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype, batch)
     model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
     progress = _FaceProgress(len(image))
