@@ -13,6 +13,9 @@ from .alignment import crop_footprint, warp_from_crop
 SMALL_FACE_PX = 100  # GPEN softens restored faces whose detected box is narrower or shorter than this
 _SMALL_FACE_KERNEL = np.outer([1, 2, 1], [1, 2, 1]).astype(np.float32) / 16  # 3x3 binomial
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
+#: A face takes a pixel from an earlier one only where its mask is larger by more than this, so that rounding
+#: noise of the warps (about 1e-7, and different in OpenCV and torch) never decides which face owns a pixel.
+MASK_MARGIN = 1e-5
 
 
 def soften_small_face(face: np.ndarray) -> np.ndarray:
@@ -61,8 +64,8 @@ class Compositor:
     ``base``: (H, W, C) uint8 or uint16 colour channels of the input (C = 3 RGB or 1 gray), left untouched;
     ``target``: where the composite goes, same shape and dtype (default: a copy of base).
     Each pasted pixel is ``round(base * (1 - m) + face * m)`` with the largest mask m seen there so far
-    (an earlier face keeps a pixel on ties), which equals GPEN's merge-then-composite. Pixels no face
-    reaches keep their exact input value.
+    (an earlier face keeps a pixel on ties, within MASK_MARGIN), which equals GPEN's merge-then-composite.
+    Pixels no face reaches keep their exact input value.
     """
 
     def __init__(self, base: np.ndarray, target: np.ndarray | None = None):
@@ -81,7 +84,7 @@ class Compositor:
             return
         y0, y1, x0, x1 = region
         m = warp_from_crop(np.ascontiguousarray(mask, np.float32), matrix, region)
-        wins = m > self.mask[y0:y1, x0:x1]
+        wins = m > self.mask[y0:y1, x0:x1] + MASK_MARGIN
         if not wins.any():
             return
         f = warp_from_crop(np.ascontiguousarray(face, np.float32), matrix, region)[wins]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .devices import compute_dtype
 from .errors import ImageError
 from .network import GPEN, GPENConfig
 
@@ -39,8 +40,15 @@ class GPENModel:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The weights' dtype (float32, float16 or bfloat16); ``net`` takes and returns this dtype."""
+        """The weights' dtype (float32, float16 or bfloat16); ``net`` computes in its input's dtype,
+        :meth:`restore_crops` in :attr:`compute_dtype`."""
         return next(self.net.parameters()).dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the network computes in where the weights are now: :attr:`dtype`, except float16 on
+        the CPU, which computes in float32 (with a warning, see :func:`gpen_core.devices.compute_dtype`)."""
+        return compute_dtype(self.dtype, self.device)
 
     def to(self, device: str | torch.device) -> GPENModel:
         """Move the weights to ``device`` in place; returns self."""
@@ -49,20 +57,27 @@ class GPENModel:
 
     def __repr__(self) -> str:
         name = self.path.name if self.path else "in-memory"
-        return f"GPENModel({name}, size={self.size}, device={self.device}, dtype={self.dtype})"
+        computed = compute_dtype(self.dtype, self.device, warn=False)
+        shown = f"{self.dtype}" if computed == self.dtype else f"{self.dtype} computed as {computed}"
+        return f"GPENModel({name}, size={self.size}, device={self.device}, dtype={shown})"
 
     @torch.inference_mode()
     def restore_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Restore aligned faces: (B,S,S,3) uint8 RGB -> (B,S,S,3) uint8 RGB.
-
-        Official pre/post-processing: (x/255 - 0.5)/0.5 in; x*0.5 + 0.5, clamp to [0,1], *255,
-        rounded (the official truncates) out.
-        """
+        """Restore aligned faces: (B,S,S,3) uint8 RGB -> (B,S,S,3) uint8 RGB."""
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3) or crops.dtype != np.uint8:
             raise ImageError(f"restore_crops needs uint8 RGB crops of shape (B, {self.size}, {self.size}, 3), "
                              f"got {crops.dtype} {crops.shape}; align faces to the model size first")
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2)
-        x = ((x.float() / 255.0 - 0.5) / 0.5).to(self.dtype)
-        y = self.net(x).float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).round_()
-        return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return self.restore_tensor(x).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def restore_tensor(self, crops: torch.Tensor) -> torch.Tensor:
+        """Restore aligned faces on the model's device: (B,3,S,S) RGB in 8-bit units [0, 255] (any dtype,
+        integer values) -> (B,3,S,S) float32 RGB in 8-bit units, integer values, on the same device.
+
+        Official pre/post-processing: (x/255 - 0.5)/0.5 in; x*0.5 + 0.5, clamp to [0,1], *255,
+        rounded (the official truncates) out. Computes in :attr:`compute_dtype`.
+        """
+        x = ((crops.to(self.device).float() / 255.0 - 0.5) / 0.5).to(self.compute_dtype)
+        return self.net(x).float().mul_(0.5).add_(0.5).clamp_(0, 1).mul_(255).round_()

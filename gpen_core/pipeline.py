@@ -19,15 +19,17 @@ import torch
 
 from .alignment import alignment_transform, estimate_face_box, warp_to_crop
 from .blending import SMALL_FACE_PX, Compositor, match_colour, mix, soften_small_face
+from .device_path import DeviceFrame, device_mask_fn, finish_face
 from .errors import ImageError
 from .faces import Face, select_faces
 from .masks import make_mask_fn
+from .network import batches_faces
 from .tasks import require_restoration
 
 # torch >= 2.5 names it torch.OutOfMemoryError (same class as torch.cuda.OutOfMemoryError).
 _OOM_ERROR = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-# Peak working memory of the network per crop pixel, in activation values: ~780 MB measured for one 512 x 512
-# crop in fp32 on CPU (3072 bytes/px), batch 1 or 4 alike (the network runs one face of a batch at a time).
+# Peak working memory of the network per crop pixel and face, in activation values: ~780 MB measured for one
+# 512 x 512 crop in fp32 on CPU (3072 bytes/px); a batch run in one forward needs it per face.
 _WORK_VALUES_PER_PIXEL = 768
 
 
@@ -136,11 +138,14 @@ def restore_faces(
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], bool | None] | None = None,
     on_oom: Callable[[], None] | None = None,
+    device_path: bool | None = None,
 ) -> RestoreResult:
     """Restore every selected face of ``image`` with a GPEN ``model`` and paste them back.
 
     image: uint8 or uint16; (H, W) or (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA (alpha untouched).
     model: a GPENModel, or anything with ``size`` (S) and ``restore_crops((B,S,S,3) uint8 RGB) -> same``.
+    A GPENModel whose network runs a batch in one forward (GPUs, see network.batches_faces) gets the whole
+    batch per call; other models get one face per call.
     landmarks: (N, 5, 2) float (x, y) image px, skipping detection (eyes, nose, mouth corners,
     image-left first); boxes are then estimated from them. detector, select, face_indices, min_face_size,
     max_faces, score_threshold: detection and selection (gpen_core.detection / gpen_core.faces); selection
@@ -154,7 +159,10 @@ def restore_faces(
     keep_crops: keep each face's aligned and restored (S, S, 3) uint8 RGB crops in the result (False saves
     memory on photos with many faces). search_dirs: extra folders for RetinaFace / parsing weights (a host's
     model folders). device: where detection and parsing run (default: the model's device; the network
-    always runs on the model's own device).
+    always runs on the model's own device). device_path: cut crops, make masks and paste on the model's
+    device in torch (gpen_core.device_path), so the image crosses to the device once; None = when the model
+    is a GPENModel on a GPU (on the CPU the OpenCV path is faster). On a GPU the stage timings are those of
+    their kernel launches (the device runs asynchronously); total is exact.
     Returns a RestoreResult: the image (same shape and dtype as the input), per face its box, score,
     landmarks and crops, the (H, W) float32 paste mask in [0, 1], and timings in seconds.
     No face found: the image comes back unchanged (a copy) with 0 faces. A colorization, inpainting or
@@ -179,39 +187,56 @@ def restore_faces(
 
     output = image.copy()
     out_colour = _colour_channels(output)
+    tensors = hasattr(model, "restore_tensor")  # a GPENModel: tensors in and out, on its device
+    if device_path is None:
+        device_path = tensors and torch.device(model.device).type != "cpu"
+    elif device_path and not tensors:
+        raise ValueError("device_path=True needs a model with restore_tensor (a GPENModel)")
+    frame = DeviceFrame(colour, model.device) if device_path and faces else None
     compositor = Compositor(colour, out_colour)
     mask_fn, mask_kind = None, "none"
     if faces and alpha > 0:
         mask_fn, mask_kind = make_mask_fn(mask, size, search_dirs=search_dirs, device=device)
+        if frame is not None:
+            mask_fn = device_mask_fn(mask_fn, size, model.device)
+    # Faces per network call: the whole batch where the network runs it in one forward, else one face, so that
+    # Cancel and the progress bar act per face.
+    batched = tensors and batches_faces(model.device)
     results: list[RestoredFace] = []
     done, batch, reported, interrupted = 0, batch_size, 0, False
     while done < len(faces) and not interrupted:
         chunk = faces[done:done + batch]
         t = time.perf_counter()
         matrices = [alignment_transform(f.landmarks, size) for f in chunk]
-        aligned = np.stack([_aligned_crop(colour, m, size) for m in matrices])
-        crops = np.clip(np.rint(aligned), 0, 255).astype(np.uint8)
+        if frame is not None:
+            aligned = frame.crops(matrices, size)
+            crops = aligned.round().clamp_(0, 255)
+        else:
+            aligned = np.stack([_aligned_crop(colour, m, size) for m in matrices])
+            crops = np.clip(np.rint(aligned), 0, 255).astype(np.uint8)
         timings["align"] += time.perf_counter() - t
-        restored: list[np.ndarray] = []
-        n_done = 0
+        pieces: list = []
+        restored = None
+        n_done, step = 0, len(chunk) if batched else 1
         try:
-            # The network gets one face per call so that Cancel and the progress bar act per face (GPEN's own
-            # network runs the faces of a batch one at a time anyway); the batch is for alignment and masks.
-            for j in range(len(chunk)):
+            for j in range(0, len(chunk), step):
                 if check_interrupt is not None and check_interrupt():
                     interrupted = True
                     break
                 if alpha > 0:
                     t = time.perf_counter()
-                    restored.append(np.asarray(model.restore_crops(crops[j:j + 1]))[0])
+                    piece = crops[j:j + step]
+                    pieces.append(model.restore_tensor(piece) if frame is not None
+                                  else np.asarray(model.restore_crops(piece)))
                     timings["network"] += time.perf_counter() - t
-                n_done = j + 1
+                n_done = min(j + step, len(chunk))
                 if on_progress is not None and done + n_done > reported:  # a retried face is not counted twice
                     reported = done + n_done
                     on_progress(reported, len(faces))
-            if restored:
+            if pieces:
+                restored = torch.cat(pieces) if frame is not None else np.concatenate(pieces)
                 t = time.perf_counter()
-                masks = mask_fn(np.stack(restored))
+                masks = mask_fn(restored)
                 timings["mask"] += time.perf_counter() - t
         except _OOM_ERROR:
             if batch == 1:
@@ -223,28 +248,41 @@ def restore_faces(
                 on_oom()
             continue
         t = time.perf_counter()
-        for j, crop in enumerate(restored):
-            crop = crop.astype(np.float32)
+        for j in range(0 if restored is None else len(restored)):
+            small = chunk[j].size < SMALL_FACE_PX
+            if frame is not None:
+                finished = finish_face(restored[j], aligned[j], masks[j], alpha=alpha,
+                                       color_correction=color_correction, small=small)
+                frame.paste(finished, masks[j], matrices[j])
+                continue
+            crop = restored[j].astype(np.float32)
             if color_correction:
                 crop = match_colour(crop, aligned[j], masks[j])
-            if chunk[j].size < SMALL_FACE_PX:
+            if small:
                 crop = soften_small_face(crop)
             compositor.paste(mix(crop, aligned[j], alpha), masks[j], matrices[j])
         timings["paste"] += time.perf_counter() - t
+        if frame is not None and keep_crops:  # one transfer per batch
+            crops = crops.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            restored = None if restored is None else restored.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for j in range(n_done):
             results.append(RestoredFace(chunk[j], crops[j] if keep_crops else None,
-                                        restored[j] if keep_crops and restored else None, index=found[done + j][0]))
+                                        restored[j] if keep_crops and restored is not None else None,
+                                        index=found[done + j][0]))
         done += n_done
+    if frame is not None:
+        out_colour[...], compositor.mask = frame.result()
     timings["total"] = time.perf_counter() - start
     return RestoreResult(output, results, compositor.mask, timings, mask_kind, n_detected, interrupted,
                          len(faces))
 
 
-def working_memory_bytes(size: int, dtype: torch.dtype = torch.float32) -> int:
+def working_memory_bytes(size: int, dtype: torch.dtype = torch.float32, batch: int = 1) -> int:
     """Estimated peak memory in bytes that restoring faces needs beyond the weights, for crop size S = ``size``
-    px with activations in ``dtype`` (a GPENModel's weight dtype): 805 MB (768 MiB) at 512 in fp32, half that
-    in fp16/bf16 (only fp32 was measured). For a host that frees device memory before a run."""
-    return int(size) ** 2 * _WORK_VALUES_PER_PIXEL * torch.empty((), dtype=dtype).element_size()
+    px with activations in ``dtype`` (a GPENModel's compute dtype) and ``batch`` faces per network call where
+    the network runs them in one forward (GPUs, see network.batches_faces): 805 MB (768 MiB) per face at 512
+    in fp32, half that in fp16/bf16 (only fp32 was measured). For a host that frees device memory before a run."""
+    return int(size) ** 2 * _WORK_VALUES_PER_PIXEL * torch.empty((), dtype=dtype).element_size() * max(1, batch)
 
 
 def release_face_models() -> None:

@@ -18,6 +18,7 @@ from comfy import model_management
 from .. import gpen_core
 from ..gpen_core.devices import resolve_dtype
 from ..gpen_core.download import with_download_command
+from ..gpen_core.network import batches_faces
 from ..gpen_core.pipeline import working_memory_bytes
 from .paths import download_folder, face_weight_dirs, model_path
 
@@ -91,7 +92,8 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     how many faces were found and restored and which crops of the face crops came from it (one line per image).
     """
     device = model_management.get_torch_device()
-    work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype)
+    batch = FACE_BATCH if batches_faces(device) else 1  # faces in one forward
+    work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype, batch)
     model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
     progress = _FaceProgress(len(image))
     search_dirs = face_weight_dirs()

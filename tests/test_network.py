@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -120,3 +121,44 @@ def test_fused_and_standard_op_paths_agree(tiny_checkpoint, fixture_tensors, mon
     with torch.inference_mode():
         standard = model.net(fixture_tensors["input"])
     torch.testing.assert_close(standard, fixture_tensors["output"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_batched_forward_equals_per_sample(tiny_checkpoint, fixture_tensors, monkeypatch, onednn):
+    """One forward for the batch (styles as input/output channel scales, the GPU path) computes what one
+    forward per sample (styles folded into the weights, the CPU path) computes, to 1e-5 in fp32."""
+    from gpen_core import conv_ops
+    from gpen_core.network import batches_faces
+
+    monkeypatch.setattr(conv_ops, "ONEDNN", onednn and conv_ops.ONEDNN)
+    model = gpen_core.load_model(tiny_checkpoint, device="cpu")
+    x = fixture_tensors["input"]
+    noise = torch.rand((2, 3, 256, 256), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    batch = torch.cat([x, x.flip(-1), noise])
+    with torch.inference_mode():
+        per_sample = model.net(batch, batched=False)
+        batched = model.net(batch, batched=True)
+    assert batched.shape == batch.shape and batched.is_contiguous()
+    torch.testing.assert_close(batched, per_sample, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched[:1], fixture_tensors["output"], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(batched[2], batched[3])  # each sample keeps its own style
+    assert not batches_faces(torch.device("cpu")) and batches_faces(torch.device("cuda"))
+
+
+def test_fp16_on_cpu_computes_in_fp32_with_one_warning(tiny_checkpoint, monkeypatch):
+    from gpen_core import devices
+
+    monkeypatch.setattr(devices, "_warned_cpu_fp16", False)
+    model = gpen_core.load_model(tiny_checkpoint, device="cpu", dtype="fp16")
+    assert model.dtype == torch.float16  # weights keep the dtype asked for (a host may move them to a GPU)
+    assert "float16 computed as torch.float32" in repr(model)
+    crops = np.random.default_rng(2).integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
+    with pytest.warns(devices.SlowDtypeWarning, match="fp16 on the CPU.*fp32"):
+        assert model.compute_dtype == torch.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only once per process
+        out = model.restore_crops(crops)
+        assert gpen_core.load_model(tiny_checkpoint, device="cpu", dtype="bf16").compute_dtype == torch.bfloat16
+    reference = gpen_core.load_model(tiny_checkpoint, device="cpu").restore_crops(crops)
+    assert np.abs(out.astype(int) - reference).max() <= 3  # fp16-rounded weights, fp32 arithmetic
+    assert devices.compute_dtype(torch.float16, "cuda") == torch.float16

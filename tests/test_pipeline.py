@@ -290,6 +290,7 @@ def test_working_memory_estimate_scales_with_pixels_and_precision():
     assert 750e6 < fp32 < 850e6  # the formula keeps the ~780 MB measured once for a 512 px crop in fp32
     assert working_memory_bytes(1024) == 4 * fp32
     assert working_memory_bytes(512, torch.float16) == working_memory_bytes(512, torch.bfloat16) == fp32 // 2
+    assert working_memory_bytes(512, batch=4) == 4 * fp32
 
 
 def test_release_face_models_drops_cached_networks(tmp_path):
