@@ -35,3 +35,7 @@ class ExportError(GPENError, RuntimeError):
 
 class TaskError(GPENError, ValueError):
     """A GPEN task that the model file cannot do (e.g. colorization asked of a restoration model)."""
+
+
+class VideoError(GPENError, ValueError):
+    """A video file cannot be read or written (damaged, no video stream, unsupported format)."""
