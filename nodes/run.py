@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -82,10 +83,31 @@ def _to_uint16(frame: torch.Tensor) -> np.ndarray:
     return np.rint(frame.float().clamp(0, 1).cpu().numpy() * 65535.0).astype(np.uint16)
 
 
+_Restored = tuple[np.ndarray, int, int, list[np.ndarray], np.ndarray, "float | None"]
+"""One image: restored image, faces found, faces processed, restored crops, paste mask, seconds (None: not timed)."""
+
+
+def _images(image: torch.Tensor, gpen_model, progress: _FaceProgress, options: dict) -> Iterator[_Restored]:
+    """Each image on its own (gpen_core.restore_faces)."""
+    for frame in image:
+        model_management.throw_exception_if_processing_interrupted()
+        result = gpen_core.restore_faces(_to_uint16(frame), gpen_model, on_progress=progress.update, **options)
+        crops = [face.restored for face in result.faces if face.restored is not None]
+        yield result.image, result.n_detected, result.n_faces, crops, result.mask, result.timings.get("total")
+
+
+def _frames(image: torch.Tensor, gpen_model, progress: _FaceProgress, options: dict) -> Iterator[_Restored]:
+    """The batch as consecutive frames of one video (gpen_core.restore_frames); progress counts frames."""
+    frames = (_to_uint16(frame) for frame in image)
+    for result in gpen_core.restore_frames(frames, gpen_model, keep_crops=True, **options):
+        yield result.image, len(result.faces), len(result.faces), result.crops, result.mask, None
+
+
 def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: str, face_selection: str,
-            min_face_size: int, alpha: float, mask: str, color_correction: bool,
+            min_face_size: int, alpha: float, mask: str, color_correction: bool, temporal_smoothing: bool = False,
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, str]:
-    """Restore the faces of every image of an IMAGE batch.
+    """Restore the faces of every image of an IMAGE batch; with ``temporal_smoothing`` the batch is consecutive video
+    frames (gpen_core.video: faces tracked, landmarks smoothed).
 
     Returns (restored IMAGE (B,H,W,C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
     S x S image when there are none, MASK (B,H,W)) float32 in [0,1] on the CPU, then N, and a text saying per image
@@ -97,43 +119,39 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
     progress = _FaceProgress(len(image))
     search_dirs = face_weight_dirs()
+    options = dict(detector=detector, select=face_selection, min_face_size=min_face_size, alpha=alpha, mask=mask,
+                   color_correction=color_correction, batch_size=FACE_BATCH, search_dirs=search_dirs, device=device,
+                   check_interrupt=model_management.throw_exception_if_processing_interrupted, on_oom=_on_oom)
     gpen_model.to(device)
     try:
-        results, lines, n_crops = [], [], 0
-        for frame in image:
-            model_management.throw_exception_if_processing_interrupted()
-            result = gpen_core.restore_faces(
-                _to_uint16(frame), gpen_model, detector=detector, select=face_selection,
-                min_face_size=min_face_size, alpha=alpha, mask=mask, color_correction=color_correction,
-                batch_size=FACE_BATCH, search_dirs=search_dirs, device=device, on_progress=progress.update,
-                check_interrupt=model_management.throw_exception_if_processing_interrupted,
-                on_oom=_on_oom)
-            progress.image_done(result.n_faces)
-            n_restored = sum(face.restored is not None for face in result.faces)
-            lines.append(_describe(len(results), len(image), result, n_restored, n_crops))
+        lines, images, crops, masks = [], [], [], []
+        for restored, n_found, n_done, faces, paste_mask, seconds in (_frames if temporal_smoothing else _images)(
+                image, gpen_model, progress, options):
+            progress.image_done(n_done)
+            lines.append(_describe(len(images), len(image), n_found, len(faces), len(crops), seconds))
             log.info("GPEN Restore Faces: %s", lines[-1])
-            n_crops += n_restored
-            results.append(result)
+            images.append(restored)
+            crops += faces
+            masks.append(paste_mask)
     finally:
         gpen_model.to(model_management.unet_offload_device())
-    crops = [face.restored for result in results for face in result.faces if face.restored is not None]
     if not crops:
         crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]
-    return (torch.from_numpy(np.stack([result.image for result in results]).astype(np.float32) / 65535.0),
+    return (torch.from_numpy(np.stack(images).astype(np.float32) / 65535.0),
             torch.from_numpy(np.stack(crops)).float() / 255.0,
-            torch.from_numpy(np.stack([result.mask for result in results])),
-            n_crops, "\n".join(lines))
+            torch.from_numpy(np.stack(masks)),
+            len(crops), "\n".join(lines))
 
 
-def _describe(index: int, n_images: int, result: gpen_core.RestoreResult, n_restored: int, first_crop: int) -> str:
+def _describe(index: int, n_images: int, n_found: int, n_restored: int, first_crop: int, seconds: float | None) -> str:
     """One line about one image of the batch, e.g. 'image 3 of 3 (batch index 2): 4 faces restored of 4 found ->
     restored_faces 1-4, 9.1 s'; first_crop: where this image's crops start in restored_faces."""
     text = (f"image {index + 1} of {n_images} (batch index {index}): {n_restored} face{'s' * (n_restored != 1)} "
-            f"restored of {result.n_detected} found")
+            f"restored of {n_found} found")
     if n_restored:
         last = first_crop + n_restored - 1
         text += f" -> restored_faces {first_crop}" + (f"-{last}" if last > first_crop else "")
-    return text + f", {result.timings.get('total', 0.0):.1f} s"
+    return text + (f", {seconds:.1f} s" if seconds is not None else "")
 
 
 def aligned(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, task: str,
