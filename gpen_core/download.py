@@ -6,12 +6,14 @@ with an HTTP Range request. Only when the whole file loads as a GPEN model of th
 renamed to `<dir>/GPEN-BFR-<size>.pth`; a file that does not load is deleted and the next source tried.
 
 Sources (taken from the public references named beside them; not reachable from the test machines):
-- 256, 512: the authors' own links in the yangxy/GPEN README (Alibaba OSS bucket public-vigen-video).
+- 256, 512 and the upscalers realesrnet_x1/x2/x4: the authors' own links in the yangxy/GPEN README (Alibaba OSS
+  bucket public-vigen-video).
 - 1024, 2048: the authors published them on ModelScope (README news of 2023-02-15, model
   damo/cv_gpen_image-portrait-enhancement-hires: pytorch_model.pt is the 1024 model,
   pytorch_model-2048.pt the 2048 one). Fallbacks: for 1024 the mirror used by OpenTalker/video-retalking,
   for 2048 the OSS address it had in 2022 before the authors withdrew it there.
-`GPEN_DOWNLOAD_BASE_URL` (or `base_url=`) replaces all of them with `<base>/GPEN-BFR-<size>.pth`.
+`GPEN_DOWNLOAD_BASE_URL` (or `base_url=`) replaces all of them with `<base>/GPEN-BFR-<size>.pth`
+(`<base>/realesrnet_x2.pth` for an upscaler).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ SOURCES: dict[int, tuple[str, ...]] = {
            "https://carimage-1253226081.cos.ap-beijing.myqcloud.com/gpen/GPEN-BFR-1024.pth"),
     2048: (_MODELSCOPE + "pytorch_model-2048.pt", _OSS + "GPEN-BFR-2048.pth"),
 }
+UPSCALER_SOURCES: dict[str, tuple[str, ...]] = {name: (f"{_OSS}{name}.pth",)
+                                                for name in ("realesrnet_x1", "realesrnet_x2", "realesrnet_x4")}
 BASE_URL_ENV = "GPEN_DOWNLOAD_BASE_URL"
 _CHUNK = 1 << 20
 
@@ -147,9 +151,35 @@ def download_checkpoint(size: int, dest_dir: str | os.PathLike | None = None, *,
     final = dest_dir / checkpoint_filename(size)
     if final.is_file() and not force:
         return final
-    urls = checkpoint_urls(size, base_url)
-    dest_dir.mkdir(parents=True, exist_ok=True)
     verify = verify or verify_checkpoint
+    return _download_first_valid(final, checkpoint_urls(size, base_url), lambda part: verify(part, size),
+                                 progress=progress, timeout=timeout)
+
+
+def download_upscaler(name: str, dest_dir: str | os.PathLike | None = None, *, base_url: str | None = None,
+                      force: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Fetch the official upscaler `name` (realesrnet_x1/x2/x4) into `dest_dir` as `<name>.pth`, like
+    `download_checkpoint`: resumable, kept only if it loads as an upscaler of its scale (needs spandrel)."""
+    from .upscale import verify_upscaler  # spandrel is only needed once a file has arrived
+
+    if name not in UPSCALER_SOURCES:
+        raise ModelNotFoundError(f"there is no official upscaler '{name}'; choose one of "
+                                 f"{', '.join(UPSCALER_SOURCES)}")
+    dest_dir = Path(dest_dir).expanduser() if dest_dir is not None else default_download_dir()
+    final = dest_dir / f"{name}.pth"
+    if final.is_file() and not force:
+        return final
+    base_url = base_url or os.environ.get(BASE_URL_ENV)
+    urls = [f"{base_url.rstrip('/')}/{final.name}"] if base_url else list(UPSCALER_SOURCES[name])
+    scale = int(name.rsplit("_x", 1)[1])
+    return _download_first_valid(final, urls, lambda part: verify_upscaler(part, scale),
+                                 progress=progress, timeout=timeout)
+
+
+def _download_first_valid(final: Path, urls: Sequence[str], verify: Callable[[Path], None], *,
+                          progress: bool, timeout: float) -> Path:
+    """Try `urls` in order until one gives a file `verify` accepts; rename it to `final` and return it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     for url in urls:
         part = part_path(final, url)
@@ -159,17 +189,17 @@ def download_checkpoint(size: int, dest_dir: str | os.PathLike | None = None, *,
             failures.append(f"{url}: {exc}")
             continue
         try:
-            verify(part, size)
+            verify(part)
         except Exception as exc:  # whatever the loader raises, the file is unusable
             part.unlink(missing_ok=True)
             failures.append(f"{url}: the downloaded file was rejected and deleted: {exc}")
             continue
         os.replace(part, final)
-        for stale in dest_dir.glob(f"{final.name}.*.part"):
+        for stale in final.parent.glob(f"{final.name}.*.part"):
             stale.unlink(missing_ok=True)
         return final
     raise DownloadError(
-        f"could not download GPEN-BFR-{size}:\n  " + "\n  ".join(failures)
+        f"could not download {final.stem}:\n  " + "\n  ".join(failures)
         + f"\nRun the command again to resume, or fetch the file by hand and save it as {final}")
 
 

@@ -35,3 +35,7 @@ class ExportError(GPENError, RuntimeError):
 
 class TaskError(GPENError, ValueError):
     """A GPEN task that the model file cannot do (e.g. colorization asked of a restoration model)."""
+
+
+class UpscalerError(GPENError, ValueError):
+    """A file or object cannot be used as an upscaler (not an upscaling model, spandrel missing, wrong scale)."""

@@ -136,6 +136,9 @@ def restore_faces(
     on_progress: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], bool | None] | None = None,
     on_oom: Callable[[], None] | None = None,
+    upscaler=None,
+    upscale_tile: int | None = None,
+    on_upscale_progress: Callable[[int, int], None] | None = None,
 ) -> RestoreResult:
     """Restore every selected face of ``image`` with a GPEN ``model`` and paste them back.
 
@@ -155,9 +158,14 @@ def restore_faces(
     memory on photos with many faces). search_dirs: extra folders for RetinaFace / parsing weights (a host's
     model folders). device: where detection and parsing run (default: the model's device; the network
     always runs on the model's own device).
-    Returns a RestoreResult: the image (same shape and dtype as the input), per face its box, score,
-    landmarks and crops, the (H, W) float32 paste mask in [0, 1], and timings in seconds.
-    No face found: the image comes back unchanged (a copy) with 0 faces. A colorization, inpainting or
+    upscaler: a spandrel ImageModelDescriptor (gpen_core.upscale.load_upscaler, or a host's upscale model) to
+    upscale the whole image first, as the official ``--use_sr``: faces are found on the input (landmarks, given
+    or detected, are in input px), then cut from the input resized bilinearly and pasted onto the upscaled image.
+    upscale_tile: its tile side in input px (None: automatic); on_upscale_progress(done, total) after each tile.
+    Returns a RestoreResult: the image (same layout and dtype as the input; scale times larger with an
+    upscaler), per face its box, score, landmarks (in output px) and crops, the float32 paste mask in [0, 1]
+    at the output size, and timings in seconds.
+    No face found: the image comes back unchanged (a copy; upscaled with an upscaler) with 0 faces. A colorization, inpainting or
     seg2face model (by its official file name) raises TaskError: those work on aligned crops (process_aligned).
     """
     if not 0.0 <= alpha <= 1.0:
@@ -174,12 +182,23 @@ def restore_faces(
     found, n_detected = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
         mode=select, indices=face_indices, min_size=min_face_size, max_faces=max_faces,
         score_threshold=score_threshold))
-    faces = [face for _, face in found]
     timings["detect"] = time.perf_counter() - start
+    # The image faces are pasted onto, its colour channels, and the colour channels faces are cut from.
+    base, base_colour, source = image, colour, colour
+    if upscaler is not None:
+        from .upscale import resize_plainly, scale_face, upscale_image
+        t = time.perf_counter()
+        base = upscale_image(image, upscaler, tile=upscale_tile, on_progress=on_upscale_progress,
+                             check_interrupt=check_interrupt, on_oom=on_oom)
+        base_colour = np.ascontiguousarray(_colour_channels(base))
+        found = [(index, scale_face(face, upscaler.scale)) for index, face in found]
+        source = resize_plainly(colour, base.shape[:2]) if found else base_colour
+        timings["upscale"] = time.perf_counter() - t
+    faces = [face for _, face in found]
 
-    output = image.copy()
+    output = base.copy()
     out_colour = _colour_channels(output)
-    compositor = Compositor(colour, out_colour)
+    compositor = Compositor(base_colour, out_colour)
     mask_fn, mask_kind = None, "none"
     if faces and alpha > 0:
         mask_fn, mask_kind = make_mask_fn(mask, size, search_dirs=search_dirs, device=device)
@@ -189,7 +208,7 @@ def restore_faces(
         chunk = faces[done:done + batch]
         t = time.perf_counter()
         matrices = [alignment_transform(f.landmarks, size) for f in chunk]
-        aligned = np.stack([_aligned_crop(colour, m, size) for m in matrices])
+        aligned = np.stack([_aligned_crop(source, m, size) for m in matrices])
         crops = np.clip(np.rint(aligned), 0, 255).astype(np.uint8)
         timings["align"] += time.perf_counter() - t
         restored: list[np.ndarray] = []

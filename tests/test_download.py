@@ -17,6 +17,7 @@ from gpen_core import cli, download
 from gpen_core.download import DownloadError, checkpoint_urls, download_checkpoint, part_path
 from gpen_core.errors import ModelNotFoundError
 from gpen_core.model_paths import default_model_dirs
+from gpen_core.upscale import realesrnet_state_dict as upscale_layout
 
 TINY = Path(__file__).parent / "data" / "tiny-256.safetensors"
 
@@ -230,3 +231,25 @@ def test_download_command_works_from_any_folder(tmp_path, server, monkeypatch, w
     done = subprocess.run(["bash", "-c", command], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _files(target) == ["GPEN-BFR-256.pth"]
+
+
+def test_official_upscaler_download_resumes_and_checks_the_scale(tmp_path, server, monkeypatch):
+    monkeypatch.delenv(download.BASE_URL_ENV, raising=False)
+    assert download.UPSCALER_SOURCES["realesrnet_x2"] == (
+        "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/realesrnet_x2.pth",)
+    for scale in (2, 4):  # the official layout (one block instead of 23), saved as the official files are
+        torch.save(upscale_layout(scale, 1), tmp_path / f"x{scale}.pth")
+        server.files[f"/realesrnet_x{scale}.pth"] = (tmp_path / f"x{scale}.pth").read_bytes()
+    body = server.files["/realesrnet_x2.pth"]
+    server.cut_after = len(body) // 3
+    with pytest.raises(DownloadError, match="realesrnet_x2.*partial file kept"):
+        download.download_upscaler("realesrnet_x2", tmp_path / "m", base_url=server.url, progress=False)
+    path = download.download_upscaler("realesrnet_x2", tmp_path / "m", base_url=server.url, progress=False)
+    assert server.requests[-1] == ("/realesrnet_x2.pth", f"bytes={len(body) // 3}-")
+    assert path == tmp_path / "m" / "realesrnet_x2.pth" and path.read_bytes() == body
+    server.files["/realesrnet_x1.pth"] = server.files["/realesrnet_x4.pth"]  # a x4 file where x1 is asked for
+    with pytest.raises(DownloadError, match="x4 upscaler, not x1"):
+        download.download_upscaler("realesrnet_x1", tmp_path / "m", base_url=server.url, progress=False)
+    assert _files(tmp_path / "m") == ["realesrnet_x2.pth"]
+    with pytest.raises(ModelNotFoundError, match="realesrnet_x1, realesrnet_x2, realesrnet_x4"):
+        download.download_upscaler("realesrnet_x3", tmp_path / "m")
