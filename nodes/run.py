@@ -17,10 +17,14 @@ from comfy import model_management
 from .. import gpen_core
 from ..gpen_core.devices import resolve_dtype
 from ..gpen_core.pipeline import working_memory_bytes
+from ..gpen_core.upscale import tile_memory_bytes
 from .paths import face_weight_dirs, model_path
 
 FACE_BATCH = 4
 """Faces per network call; gpen_core halves it on out-of-memory."""
+UPSCALE_TILE = 512
+"""Tile side (input px) whose working memory is freed before a run with an upscale model; gpen_core then picks the
+tile from the free memory, and halves it on out-of-memory."""
 
 _loaded: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 """Models still held by ComfyUI (its output cache), by (file, mtime, size, dtype): loaded once, reused."""
@@ -74,19 +78,24 @@ def _to_uint16(frame: torch.Tensor) -> np.ndarray:
 
 
 def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: str, face_selection: str,
-            min_face_size: int, alpha: float, mask: str, color_correction: bool,
+            min_face_size: int, alpha: float, mask: str, color_correction: bool, upscale_model=None,
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Restore the faces of every image of an IMAGE batch.
+    """Restore the faces of every image of an IMAGE batch, each upscaled first by ``upscale_model`` (ComfyUI's
+    UPSCALE_MODEL, a spandrel ImageModelDescriptor) when given.
 
-    Returns (restored IMAGE (B,H,W,C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
-    S x S image when there are none, MASK (B,H,W)), float32 in [0,1] on the CPU.
+    Returns (restored IMAGE (B,H',W',C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
+    S x S image when there are none, MASK (B,H',W')), float32 in [0,1] on the CPU; H',W' = H,W times the upscale.
     """
     device = model_management.get_torch_device()
-    work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype)
-    model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
+    need = model_management.module_size(gpen_model.net) + working_memory_bytes(gpen_model.size, gpen_model.dtype)
+    if upscale_model is not None:
+        need += model_management.module_size(upscale_model.model) + tile_memory_bytes(upscale_model, UPSCALE_TILE)
+    model_management.free_memory(need, device)
     progress = _FaceProgress(len(image))
     search_dirs = face_weight_dirs()
     gpen_model.to(device)
+    if upscale_model is not None:
+        upscale_model.to(device)
     try:
         results = []
         for frame in image:
@@ -96,11 +105,13 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
                 min_face_size=min_face_size, alpha=alpha, mask=mask, color_correction=color_correction,
                 batch_size=FACE_BATCH, search_dirs=search_dirs, device=device, on_progress=progress.update,
                 check_interrupt=model_management.throw_exception_if_processing_interrupted,
-                on_oom=_on_oom)
+                on_oom=_on_oom, upscaler=upscale_model, on_upscale_progress=progress.bar.update_absolute)
             progress.image_done(result.n_faces)
             results.append(result)
     finally:
         gpen_model.to(model_management.unet_offload_device())
+        if upscale_model is not None:
+            upscale_model.to(model_management.unet_offload_device())
     crops = [face.restored for result in results for face in result.faces if face.restored is not None]
     if not crops:
         crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]

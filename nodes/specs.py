@@ -1,7 +1,7 @@
 """What the two nodes look like to ComfyUI, written once for both schema versions.
 
-Inputs use ComfyUI's V1 spelling, ``name: (TYPE or [choices], {"default": ..., "tooltip": ...})``; v3.py turns the
-same entries into ``comfy_api`` io objects. Outputs are ``(TYPE, name, tooltip)``; V3 requires output names distinct
+Inputs use ComfyUI's V1 spelling, ``name: (TYPE or [choices], {"default": ..., "tooltip": ...})``, with
+``"optional": True`` for inputs that may stay unconnected; v3.py turns the same entries into ``comfy_api`` io objects. Outputs are ``(TYPE, name, tooltip)``; V3 requires output names distinct
 from input names.
 """
 from __future__ import annotations
@@ -76,6 +76,11 @@ def _restore_inputs() -> dict[str, tuple]:
             "default": False,
             "tooltip": "Match the restored face's colours to the original face (use when the faces come back "
                        "with a colour cast)."}),
+        "upscale_model": ("UPSCALE_MODEL", {
+            "optional": True,
+            "tooltip": "Optional, from Load Upscale Model (e.g. realesrnet_x2.pth or RealESRGAN_x4plus.pth): the "
+                       "whole image is upscaled first (in tiles) and the faces are restored at the new size, as "
+                       "GPEN's own --use_sr. The outputs are then that many times larger."}),
     }
 
 
