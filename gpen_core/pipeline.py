@@ -165,8 +165,9 @@ def restore_faces(
     Returns a RestoreResult: the image (same layout and dtype as the input; scale times larger with an
     upscaler), per face its box, score, landmarks (in output px) and crops, the float32 paste mask in [0, 1]
     at the output size, and timings in seconds.
-    No face found: the image comes back unchanged (a copy; upscaled with an upscaler) with 0 faces. A colorization, inpainting or
-    seg2face model (by its official file name) raises TaskError: those work on aligned crops (process_aligned).
+    No face found: the image comes back unchanged (a copy; upscaled with an upscaler) with 0 faces. A colorization,
+    inpainting or seg2face model (by its official file name) raises TaskError: those work on aligned crops
+    (process_aligned).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -39,6 +39,10 @@ _WORK_VALUES_PER_OUTPUT_PIXEL = 200
 #: Share of the free memory a tile may use, and the most it uses on a CPU.
 _MEMORY_SHARE = 0.5
 _CPU_TILE_BYTES = 2 << 30
+
+#: Presets of the command line's restore settings. selfie-2048: the official run.sh line for GPEN-BFR-2048
+#: (``--in_size 2048 --alpha 0.8 --use_sr --sr_scale 2 --tile_size 400``).
+RECIPES = {"selfie-2048": {"model": "GPEN-BFR-2048", "alpha": 0.8, "upscaler": "realesrnet_x2", "tile": 400}}
 
 _OOM_ERROR = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _GRAY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
@@ -86,6 +90,32 @@ def load_upscaler(path: str | Path, device: str | torch.device | None = None,
             (torch_dtype == torch.bfloat16 and not descriptor.supports_bfloat16):
         raise UpscalerError(f"{path} ({descriptor.architecture.name}) does not support {torch_dtype}; use fp32")
     return descriptor.to(device=resolve_device(device), dtype=torch_dtype).eval()
+
+
+def resolve_upscaler(name: str, search_dirs: Sequence[str | Path] = (), *, download: bool = False,
+                     quiet: bool = False) -> Path:
+    """The upscaler file for ``name``: a path, or an official name (realesrnet_x2) looked up as ``<name>.pth`` or
+    ``.safetensors`` in ``search_dirs`` then the model folders, and downloaded when ``download`` and not found.
+    ModelNotFoundError says where it was looked for and how to download it."""
+    from .download import UPSCALER_SOURCES, download_upscaler
+    from .model_paths import default_model_dirs
+
+    given = Path(name).expanduser()
+    if given.is_file() or name not in UPSCALER_SOURCES:
+        if not given.exists():
+            raise ModelNotFoundError(f"upscaler {name}: no such file; give an upscaling model file, or one of "
+                                     f"{', '.join(UPSCALER_SOURCES)} ({DOWNLOAD_HINT})")
+        return given
+    folders = [*map(Path, search_dirs), *default_model_dirs()]
+    for folder in folders:
+        for suffix in (".pth", ".safetensors"):
+            if (folder / f"{name}{suffix}").is_file():
+                return folder / f"{name}{suffix}"
+    if download:
+        return download_upscaler(name, progress=not quiet)
+    where = "".join(f"\n  {folder}" for folder in folders)
+    raise ModelNotFoundError(f"upscaler {name} not found; put {name}.pth in one of these folders:{where}\n"
+                             f"or download it with `python -m gpen_core download {name}` (or add --download)")
 
 
 def _is_gpen(state: Mapping[str, torch.Tensor]) -> bool:

@@ -253,3 +253,5 @@ def test_official_upscaler_download_resumes_and_checks_the_scale(tmp_path, serve
     assert _files(tmp_path / "m") == ["realesrnet_x2.pth"]
     with pytest.raises(ModelNotFoundError, match="realesrnet_x1, realesrnet_x2, realesrnet_x4"):
         download.download_upscaler("realesrnet_x3", tmp_path / "m")
+    assert cli.main(["download", "realesrnet_x4", "--dir", str(tmp_path / "m"), "--base-url", server.url, "-q"]) == 0
+    assert _files(tmp_path / "m") == ["realesrnet_x2.pth", "realesrnet_x4.pth"]

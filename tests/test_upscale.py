@@ -3,6 +3,7 @@ random weights (spandrel builds them), tiled inference, and faces restored at th
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import spandrel
 import torch
 
 import gpen_core
-from gpen_core import upscale
+from gpen_core import cli, upscale
 from gpen_core.alignment import alignment_transform, warp_to_crop
 from gpen_core.errors import CheckpointError, ModelNotFoundError, UpscalerError
 from gpen_core.imageio import read_image
@@ -169,3 +170,40 @@ def test_rgba_and_no_face_with_an_upscaler(x2, face_image, tiny_checkpoint):
     assert result.image.shape == (256, 256, 4) and (result.image[..., 3] == 77).all() and result.n_faces == 1
     empty = gpen_core.restore_faces(face_image, model, landmarks=np.zeros((0, 5, 2)), upscaler=x2)
     assert empty.n_faces == 0 and np.array_equal(empty.image, upscale.upscale_image(face_image, x2))
+
+
+def test_command_line_upscales_and_restores_at_twice_the_size(x2_file, face_image, tiny_checkpoint, tmp_path):
+    """--upscaler with the realesrnet_x2 layout; --recipe selfie-2048 sets alpha 0.8 and tile 400, options win."""
+    cv2.imwrite(str(tmp_path / "in.png"), cv2.cvtColor(face_image, cv2.COLOR_RGB2BGR))
+    points = gpen_core.restore_faces(face_image, gpen_core.load_model(tiny_checkpoint, device="cpu"),
+                                     detector="mtcnn", alpha=0).faces[0].face.landmarks
+    (tmp_path / "lm.json").write_text(json.dumps({"in.png": points.tolist()}))
+    common = ["restore", str(tmp_path / "in.png"), "--model", str(tiny_checkpoint), "--upscaler", str(x2_file),
+              "--recipe", "selfie-2048", "--landmarks", str(tmp_path / "lm.json"), "--mask", "rectangle",
+              "--device", "cpu", "-q"]
+    assert cli.main([*common, "-o", str(tmp_path / "a"), "--report", str(tmp_path / "a.json")]) == 0
+    assert cli.main([*common, "-o", str(tmp_path / "b"), "--report", str(tmp_path / "b.json"), "--tile", "48"]) == 0
+    whole, tiled = (read_image(tmp_path / run / "in.png") for run in "ab")
+    assert whole.shape == (256, 256, 3)  # exactly twice the input
+    report, report_b = (json.loads((tmp_path / f"{run}.json").read_text()) for run in "ab")
+    assert report["options"]["alpha"] == 0.8 and report["options"]["tile"] == 400
+    assert report_b["options"]["tile"] == 48 and report["images"][0]["timings"]["upscale"] > 0
+    (face,) = report["images"][0]["faces"]
+    assert np.allclose(face["landmarks"], (points + 0.5) * 2 - 0.5, atol=0.01)  # in output pixels
+    x, y = np.asarray(face["landmarks"]).mean(0).round().astype(int)
+    upscaled = upscale.upscale_image(face_image, upscale.load_upscaler(x2_file, device="cpu"))
+    assert np.abs(whole[y - 20:y + 20, x - 20:x + 20].astype(float) - upscaled[y - 20:y + 20, x - 20:x + 20]).mean() > 5
+    assert np.abs(whole[:8].astype(float) - upscaled[:8]).mean() < 0.5  # above the face: the upscaled photo
+    assert np.abs(tiled.astype(float) - whole).mean() < 0.5
+
+
+def test_command_line_refuses_a_face_model_as_upscaler(tiny_checkpoint, face_image, clean_env, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "in.png"), face_image)
+    code = cli.main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
+                     "--upscaler", str(tiny_checkpoint), "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "is a GPEN face-restoration checkpoint, not an upscaler" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "in.png").exists()
+    code = cli.main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
+                     "--upscaler", "realesrnet_x2", "--models-dir", str(tmp_path), "--device", "cpu", "-q"])
+    assert code == 1 and "python -m gpen_core download realesrnet_x2" in capsys.readouterr().err
