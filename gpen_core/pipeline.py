@@ -161,7 +161,8 @@ def restore_faces(
     upscaler: a spandrel ImageModelDescriptor (gpen_core.upscale.load_upscaler, or a host's upscale model) to
     upscale the whole image first, as the official ``--use_sr``: faces are found on the input (landmarks, given
     or detected, are in input px), then cut from the input resized bilinearly and pasted onto the upscaled image.
-    upscale_tile: its tile side in input px (None: automatic); on_upscale_progress(done, total) after each tile.
+    upscale_tile: its tile side in input px (None: automatic); on_upscale_progress(done, total) after each tile;
+    check_interrupt() runs before each tile too, where only raising stops (a True stops at the first face).
     Returns a RestoreResult: the image (same layout and dtype as the input; scale times larger with an
     upscaler), per face its box, score, landmarks (in output px) and crops, the float32 paste mask in [0, 1]
     at the output size, and timings in seconds.
