@@ -25,11 +25,11 @@ import torch
 
 from .checkpoint import _what_it_looks_like, infer_config, read_state_dict
 from .devices import resolve_device, resolve_dtype
-from .errors import CheckpointError, GPENError, ModelNotFoundError, UpscalerError
+from .errors import CheckpointError, ImageError, ModelNotFoundError, UpscalerError
 from .faces import Face
 
 DOWNLOAD_HINT = "download an official one with `python -m gpen_core download realesrnet_x2` (or x1/x4)"
-#: Context in input px around each tile (the official code uses 10, which leaves visible seams with some models).
+#: Context in input px around each tile: more than the official 10, for margin with models that see further.
 TILE_PAD = 32
 #: Smallest tile the out-of-memory retry goes down to, in input px.
 MIN_TILE = 64
@@ -247,9 +247,9 @@ def upscale_image(image: np.ndarray, model, *, tile: int | None = None,
     tile; check_interrupt() before each tile (may raise). The model runs on its own device and dtype.
     """
     model = check_upscaler(model)
-    if image.dtype not in (np.uint8, np.uint16) or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in
-                                                                             (1, 3, 4))):
-        raise GPENError(f"upscaling needs a uint8/uint16 (H,W), (H,W,1|3|4) image, got {image.dtype} {image.shape}")
+    layout_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+    if image.dtype not in (np.uint8, np.uint16) or not layout_ok:
+        raise ImageError(f"upscaling needs a uint8/uint16 (H,W), (H,W,1|3|4) image, got {image.dtype} {image.shape}")
     colour = image[..., None] if image.ndim == 2 else image[..., :3]
     height, width = colour.shape[:2]
     scale = model.scale
