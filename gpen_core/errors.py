@@ -38,4 +38,4 @@ class TaskError(GPENError, ValueError):
 
 
 class UpscalerError(GPENError, ValueError):
-    """A file or object cannot be used as an upscaler (not an upscaling model, spandrel missing, wrong scale)."""
+    """A file or object cannot be used as an upscaler (not an upscaling model, or not of the scale wanted)."""

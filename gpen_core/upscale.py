@@ -25,7 +25,7 @@ import torch
 
 from .checkpoint import _what_it_looks_like, infer_config, read_state_dict
 from .devices import resolve_device, resolve_dtype
-from .errors import CheckpointError, ImageError, ModelNotFoundError, UpscalerError
+from .errors import CheckpointError, ImageError, MissingDependencyError, ModelNotFoundError, UpscalerError
 from .faces import Face
 
 DOWNLOAD_HINT = "download an official one with `python -m gpen_core download realesrnet_x2` (or x1/x4)"
@@ -52,8 +52,8 @@ def _spandrel():
     try:
         import spandrel
     except ImportError:
-        raise UpscalerError("upscaling needs the spandrel package: pip install spandrel "
-                            "(with the Python that runs gpen_core)") from None
+        raise MissingDependencyError("upscaling needs the spandrel package: pip install spandrel "
+                                     "(with the Python that runs gpen_core)") from None
     return spandrel
 
 
@@ -62,8 +62,9 @@ def load_upscaler(path: str | Path, device: str | torch.device | None = None,
     """Load an upscaling model file (``.pth``/``.safetensors``) as a spandrel ``ImageModelDescriptor``.
 
     ``device`` None = best available; ``dtype`` None = float32, or fp16/bf16 where the model supports it.
-    Raises ModelNotFoundError for a missing file, CheckpointError for a damaged or unsafe one, and UpscalerError
-    for anything that is not an upscaler (a GPEN, GFPGAN or CodeFormer face model, a detector, ...).
+    Raises ModelNotFoundError for a missing file, CheckpointError for a damaged or unsafe one, UpscalerError
+    for anything that is not an upscaler (a GPEN, GFPGAN or CodeFormer face model, a detector, ...), and
+    MissingDependencyError without spandrel.
     """
     spandrel = _spandrel()
     path = Path(path).expanduser()

@@ -16,7 +16,7 @@ import torch
 import gpen_core
 from gpen_core import cli, upscale
 from gpen_core.alignment import alignment_transform, warp_to_crop
-from gpen_core.errors import CheckpointError, ModelNotFoundError, UpscalerError
+from gpen_core.errors import CheckpointError, MissingDependencyError, ModelNotFoundError, UpscalerError
 from gpen_core.imageio import read_image
 
 DATA = Path(__file__).parent / "data"
@@ -135,7 +135,7 @@ def test_non_upscalers_are_refused(tmp_path, tiny_checkpoint, x2, monkeypatch):
     with pytest.raises(CheckpointError, match="empty.*download realesrnet_x2"):
         upscale.load_upscaler(tmp_path / "empty.pth")
     monkeypatch.setitem(sys.modules, "spandrel", None)
-    with pytest.raises(UpscalerError, match="pip install spandrel"):
+    with pytest.raises(MissingDependencyError, match="pip install spandrel"):
         upscale.load_upscaler(tmp_path / "missing.pth")
 
 
