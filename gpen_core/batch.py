@@ -91,6 +91,14 @@ class Progress:
             self._next_line = elapsed + 30.0
             print(text, file=self.stream, flush=True)
 
+    def tiles(self, item: InputItem, done: int, total: int) -> None:
+        """Upscaler progress: on the bar, else a line every 10 tiles of a long upscale (as the official code)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{item.path.name} upscaling {done}/{total} tiles")
+        elif not self.quiet and total >= 10 and (done % 10 == 0 or done == total):
+            print(f"[{self.done + 1}/{self.total}] {item.path}: upscaled {done}/{total} tiles", file=self.stream,
+                  flush=True)
+
     def finished(self, item: InputItem, record: dict | None) -> None:
         self._next_line = 30.0
         self.done += 1
@@ -165,7 +173,9 @@ def restore_image_file(item: InputItem, model, out: Path, planner: OutputPlanner
                                            on_progress=on_progress)
         else:
             result = restore_faces(frame, model, landmarks=_landmarks_for(src, settings.landmarks),
-                                   keep_crops=settings.save_faces, on_progress=on_progress, **settings.restore)
+                                   keep_crops=settings.save_faces, on_progress=on_progress,
+                                   on_upscale_progress=lambda done, total: progress.tiles(item, done, total),
+                                   **settings.restore)
         frames.append(result.image)
         for key, value in result.timings.items():
             timings[key] = timings.get(key, 0.0) + value

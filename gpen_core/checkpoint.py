@@ -79,23 +79,28 @@ def _short_reason(text: str) -> str:
     return line
 
 
-def _corrupt(path: Path, detail: str) -> CheckpointError:
+def _typical(fix: str) -> str:
+    """The size note for GPEN checkpoints; other callers of read_state_dict (upscalers) pass their own fix."""
+    return "; official GPEN checkpoints are 76-285 MB" if fix == DOWNLOAD_HINT else ""
+
+
+def _corrupt(path: Path, detail: str, fix: str = DOWNLOAD_HINT) -> CheckpointError:
     size_mb = path.stat().st_size / 1e6
     return CheckpointError(
-        f"{path} is truncated or corrupt ({size_mb:.1f} MB; official GPEN checkpoints are 76-285 MB): {detail}. "
-        f"Delete it and download it again, or {DOWNLOAD_HINT}."
+        f"{path} is truncated or corrupt ({size_mb:.1f} MB{_typical(fix)}): {detail}. "
+        f"Delete it and download it again, or {fix}."
     )
 
 
-def _not_a_checkpoint(path: Path, what: str) -> CheckpointError:
+def _not_a_checkpoint(path: Path, what: str, fix: str = DOWNLOAD_HINT) -> CheckpointError:
     if what == "onnx":
         return CheckpointError(
             f"{path} is an ONNX model, not a PyTorch or safetensors checkpoint. Load it with "
             f"gpen_core.load_model (ONNX Runtime runs it), or use the .pth/.safetensors GPEN file.")
     size_mb = path.stat().st_size / 1e6
     return CheckpointError(
-        f"{path} is not a model checkpoint: it is {what} ({size_mb:.2f} MB). GPEN checkpoints are PyTorch "
-        f".pth/.pt or .safetensors files of 76-285 MB. Delete it and download the model again: {DOWNLOAD_HINT}."
+        f"{path} is not a model checkpoint: it is {what} ({size_mb:.2f} MB). Checkpoints are PyTorch "
+        f".pth/.pt or .safetensors files{_typical(fix)}. Delete it and download the model again: {fix}."
     )
 
 
@@ -103,7 +108,7 @@ def _not_a_checkpoint(path: Path, what: str) -> CheckpointError:
 _REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
 
 
-def _load_torch(path: Path, fmt: str) -> object:
+def _load_torch(path: Path, fmt: str, fix: str = DOWNLOAD_HINT) -> object:
     # torch.serialization.load, not torch.load: A1111 1.8-1.10 replaces torch.load with a checker that
     # rejects entries current torch writes; weights_only=True is the same protection.
     try:
@@ -114,23 +119,23 @@ def _load_torch(path: Path, fmt: str) -> object:
         if asked:
             raise CheckpointError(
                 f"refused to load {path}: it contains pickled Python code that asks to import and call "
-                f"`{asked.group(1)}` when loaded. GPEN checkpoints hold only tensors, so this file is not one "
+                f"`{asked.group(1)}` when loaded. Model checkpoints hold only tensors, so this file is not one "
                 f"or has been tampered with; the code was not run. Delete it and use an official file: "
-                f"{DOWNLOAD_HINT}."
+                f"{fix}."
             ) from None
-        raise _corrupt(path, _short_reason(message.split("WeightsUnpickler error:")[-1])) from None
+        raise _corrupt(path, _short_reason(message.split("WeightsUnpickler error:")[-1]), fix) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types (even SafetensorError) on junk
-        raise _corrupt(path, _short_reason(str(exc)) or type(exc).__name__) from None
+        raise _corrupt(path, _short_reason(str(exc)) or type(exc).__name__, fix) from None
 
 
-def _load_safetensors(path: Path) -> StateDict:
+def _load_safetensors(path: Path, fix: str = DOWNLOAD_HINT) -> StateDict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _corrupt(path, _short_reason(str(exc))) from None
+        raise _corrupt(path, _short_reason(str(exc)), fix) from None
 
 
 def _check_is_readable_file(path: Path) -> None:
@@ -170,18 +175,19 @@ def _read_head(path: Path, n: int = 64) -> bytes:
                               f"again.") from None
 
 
-def read_state_dict(path: str | Path) -> StateDict:
+def read_state_dict(path: str | Path, *, fix: str = DOWNLOAD_HINT) -> StateDict:
     """Every tensor of a checkpoint file (``.pth``/``.pt`` zip or legacy pickle, ``.safetensors``),
-    on CPU, unwrapped from training containers and ``module.`` prefixes. Never runs pickled code."""
+    on CPU, unwrapped from training containers and ``module.`` prefixes. Never runs pickled code.
+    ``fix``: how to get a good file, ending the messages about damaged or unsafe ones (default: the GPEN download)."""
     path = Path(path).expanduser()
     _check_is_readable_file(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), probably an interrupted download: "
-                              f"delete it and {DOWNLOAD_HINT}.")
+                              f"delete it and {fix}.")
     fmt = sniff_format(_read_head(path))
     if fmt not in ("zip", "pickle", "safetensors"):
-        raise _not_a_checkpoint(path, fmt)
-    raw = _load_safetensors(path) if fmt == "safetensors" else _load_torch(path, fmt)
+        raise _not_a_checkpoint(path, fmt, fix)
+    raw = _load_safetensors(path, fix) if fmt == "safetensors" else _load_torch(path, fmt, fix)
     return unwrap_state_dict(raw, path)
 
 

@@ -3,6 +3,7 @@
     python -m gpen_core restore photo.jpg old_photos/ "scans/*.png" -o restored/ --report report.json
     python -m gpen_core models
     python -m gpen_core download 512
+    python -m gpen_core restore selfie.jpg -o out/ --recipe selfie-2048    # x2 upscale, GPEN-BFR-2048
 
 This module only turns arguments into calls: inputs are collected by `gpen_core.inputs`, output names and the
 overwrite policy come from `gpen_core.outputs`, the loop is `gpen_core.batch`, the report `gpen_core.report`.
@@ -31,7 +32,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .download import SOURCES, checkpoint_filename, default_download_dir, download_checkpoint, missing_model_message
+from .download import (SOURCES, UPSCALER_SOURCES, checkpoint_filename, default_download_dir, download_checkpoint,
+                       download_upscaler, missing_model_message)
 from .errors import CheckpointError, GPENError, ModelNotFoundError
 from .imageio import DEFAULT_MAX_PIXELS
 from .options import DETECTORS, DTYPE_CHOICES, MASK_KINDS, SELECT_MODES, TASK_CHOICES
@@ -61,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         return _run_bench(argv[1:])
     args = build_parser().parse_args(argv)
+    if getattr(args, "recipe", None):  # parsed again with the recipe as defaults: explicit options still win
+        args = build_parser(args.recipe).parse_args(argv)
     try:
         with _signals_as_interrupts():
             return args.func(args)
@@ -76,8 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + getattr(exc, "signal", signal.SIGINT)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of all subcommands."""
+def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
+    """The argparse parser of all subcommands; `recipe` (a name of `upscale.RECIPES`) sets restore defaults."""
+    from .upscale import RECIPES
+
     parser = argparse.ArgumentParser(prog="python -m gpen_core", description="GPEN blind face restoration.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -94,10 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--models-dir", action="append", type=Path, default=[], metavar="DIR",
                    help="extra folder to search for GPEN checkpoints and face detector/parsing weights")
     m.add_argument("--download", action="store_true",
-                   help="download the official checkpoint first if none is found (GPEN-BFR-512 by default)")
+                   help="download the official checkpoint first if none is found (GPEN-BFR-512 by default), "
+                        "and the official upscaler --upscaler names")
     m.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     m.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="network precision (default auto)")
     m.add_argument("--batch-size", type=_positive_int, default=4, help="faces per network call (default 4)")
+    m.add_argument("--upscaler", metavar="PATH|NAME",
+                   help="upscale each image first with this model (spandrel: realesrnet_x2.pth, RealESRGAN_x4plus, "
+                        "...; or an official name, found in the model folders), then restore its faces at that size")
+    m.add_argument("--tile", type=_positive_int, metavar="PX",
+                   help="upscaler tile side in input pixels (default: what fits in memory)")
+    m.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="official settings: selfie-2048 = GPEN-BFR-2048, alpha 0.8, realesrnet_x2, tile 400 "
+                        "(options given as well win)")
     f = r.add_argument_group("faces")
     f.add_argument("--detector", default="auto", choices=DETECTORS)
     f.add_argument("--select", default="all", choices=SELECT_MODES)
@@ -135,17 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=True,
                    help="follow faces from frame to frame and smooth their landmarks (default on; "
                         "--no-temporal-smoothing uses each frame's own detections)")
-    r.set_defaults(func=cmd_restore)
+    r.set_defaults(func=cmd_restore, **(RECIPES[recipe] if recipe else {}))
 
     ls = sub.add_parser("models", help="list the GPEN checkpoints found")
     ls.add_argument("--models-dir", action="append", type=Path, default=[], metavar="DIR")
     ls.set_defaults(func=cmd_models)
 
-    d = sub.add_parser("download", help="download an official GPEN-BFR checkpoint")
-    d.add_argument("size", type=int, choices=sorted(SOURCES))
+    d = sub.add_parser("download", help="download an official GPEN-BFR checkpoint or upscaler")
+    d.add_argument("size", type=_download_name, metavar="{" + ",".join([*map(str, SOURCES), *UPSCALER_SOURCES]) + "}")
     d.add_argument("--dir", type=Path, help=f"target folder (default {default_download_dir()})")
-    d.add_argument("--base-url", type=_http_url, help="download from <URL>/GPEN-BFR-<size>.pth instead (also "
-                                                      "env GPEN_DOWNLOAD_BASE_URL)")
+    d.add_argument("--base-url", type=_http_url, help="download from <URL>/GPEN-BFR-<size>.pth (<URL>/<name>.pth "
+                                                      "for an upscaler) instead (also env GPEN_DOWNLOAD_BASE_URL)")
     d.add_argument("--force", action="store_true", help="download again even if the file exists")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_download)
@@ -204,11 +219,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     model = load_model(model_path, device=device, dtype=args.dtype)
     _log(args, f"model {model_path} ({model.size} px) on {model.device}, {model.dtype}")
+    upscaler = None
+    if args.upscaler:
+        from .upscale import load_upscaler, resolve_upscaler
+        upscaler_path = resolve_upscaler(args.upscaler, args.models_dir, download=args.download, quiet=args.quiet)
+        upscaler = load_upscaler(upscaler_path, device=device, dtype=args.dtype)
+        _log(args, f"upscaler {upscaler_path} (x{upscaler.scale}, {upscaler.architecture.name})")
     settings = BatchSettings(
         restore=dict(detector=args.detector, select=args.select, face_indices=args.faces,
                      min_face_size=args.min_face_size, max_faces=args.max_faces, score_threshold=args.score_threshold,
                      alpha=args.alpha, mask=args.mask, color_correction=args.color_correction,
-                     batch_size=args.batch_size, search_dirs=tuple(args.models_dir), device=model.device),
+                     batch_size=args.batch_size, search_dirs=tuple(args.models_dir), device=model.device,
+                     upscaler=upscaler, upscale_tile=args.tile),
         landmarks=landmarks, ext=args.ext, suffix=args.suffix, quality=args.quality, save_faces=args.save_faces,
         max_pixels=args.max_pixels or None, aligned_task=args.task if args.aligned else None,
         video=dict(crf=args.crf, temporal_smoothing=args.temporal_smoothing))
@@ -278,13 +300,15 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    """`download SIZE`: fetch, verify and install an official checkpoint."""
-    target = (args.dir or default_download_dir()) / checkpoint_filename(args.size)
+    """`download SIZE|UPSCALER`: fetch, verify and install an official checkpoint or upscaler."""
+    upscaler = isinstance(args.size, str)
+    name = f"{args.size}.pth" if upscaler else checkpoint_filename(args.size)
+    target = (args.dir or default_download_dir()) / name
     if target.is_file() and not args.force:
         print(f"{target} already exists (use --force to download it again)")
         return EXIT_OK
-    path = download_checkpoint(args.size, args.dir, base_url=args.base_url, force=args.force,
-                               progress=not args.quiet)
+    download = download_upscaler if upscaler else download_checkpoint
+    path = download(args.size, args.dir, base_url=args.base_url, force=args.force, progress=not args.quiet)
     print(f"saved {path}")
     return EXIT_OK
 
@@ -359,6 +383,8 @@ def _check_task(args, model_path: Path) -> None:
         return
     if args.landmarks or args.faces:
         raise UsageError("--aligned inputs are whole faces: --landmarks and --faces do not apply; leave them out")
+    if args.upscaler:
+        raise UsageError("--upscaler works on whole photos, not --aligned face crops; leave one of them out")
     resolve_task(model_path, args.task)
 
 
@@ -371,7 +397,8 @@ def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
 
 def _report_options(args) -> dict:
     keys = ("detector", "select", "faces", "min_face_size", "max_faces", "score_threshold", "alpha",
-            "color_correction", "mask", "batch_size", "aligned", "task", "crf", "temporal_smoothing")
+            "color_correction", "mask", "batch_size", "aligned", "task", "crf", "temporal_smoothing", "upscaler",
+            "tile", "recipe")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -525,6 +552,15 @@ def _suffix(text: str) -> str:
         return check_suffix(text)
     except OutputNameError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--suffix {text!r}: ")) from None
+
+
+def _download_name(text: str) -> int | str:
+    if text in UPSCALER_SOURCES:
+        return text
+    if text.isdigit() and int(text) in SOURCES:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"choose a GPEN size ({', '.join(map(str, SOURCES))}) or an upscaler "
+                                     f"({', '.join(UPSCALER_SOURCES)}), got '{text}'")
 
 
 def _http_url(text: str) -> str:

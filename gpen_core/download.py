@@ -6,18 +6,20 @@ with an HTTP Range request. Only when the whole file loads as a GPEN model of th
 renamed to `<dir>/GPEN-BFR-<size>.pth`; a file that does not load is deleted and the next source tried.
 
 Sources (taken from the public references named beside them; not reachable from the test machines):
-- 256, 512: the authors' own links in the yangxy/GPEN README (Alibaba OSS bucket public-vigen-video).
+- 256, 512 and the upscalers realesrnet_x1/x2/x4: the authors' own links in the yangxy/GPEN README (Alibaba OSS
+  bucket public-vigen-video).
 - 1024, 2048: the authors published them on ModelScope (README news of 2023-02-15, model
   damo/cv_gpen_image-portrait-enhancement-hires: pytorch_model.pt is the 1024 model,
   pytorch_model-2048.pt the 2048 one). Fallbacks: for 1024 the mirror used by OpenTalker/video-retalking,
   for 2048 the OSS address it had in 2022 before the authors withdrew it there.
-`GPEN_DOWNLOAD_BASE_URL` (or `base_url=`) replaces all of them with `<base>/GPEN-BFR-<size>.pth`.
+`GPEN_DOWNLOAD_BASE_URL` (or `base_url=`) replaces all of them with `<base>/GPEN-BFR-<size>.pth`
+(`<base>/realesrnet_x2.pth` for an upscaler).
 
 A transfer is bounded: it stops at `MAX_BYTES[size]` (the official files are 76 MB for 256 and about 285 MB
 for the others, so a stream that goes on past that is not the checkpoint), a larger announced
 Content-Length is refused before any byte is stored, and a web page (text/html, JSON) or a body that does
 not start like a checkpoint (zip, pickle or safetensors) is refused after its first bytes. Those refusals
-delete what arrived; a dropped connection keeps it for the next run to resume.
+delete what arrived; a dropped connection keeps it for the next run to resume. Upscalers: `UPSCALER_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ SOURCES: dict[int, tuple[str, ...]] = {
 #: Most bytes a download of each size may bring: the official file (256: ~76 MB; 512, 1024, 2048: ~285 MB)
 #: plus a generous margin for repackaged copies.
 MAX_BYTES: dict[int, int] = {256: 120_000_000, 512: 400_000_000, 1024: 400_000_000, 2048: 400_000_000}
+#: The same for the official upscalers (RRDBNet with 32 features: about 17-67 MB).
+UPSCALER_MAX_BYTES = 120_000_000
+UPSCALER_SOURCES: dict[str, tuple[str, ...]] = {name: (f"{_OSS}{name}.pth",)
+                                                for name in ("realesrnet_x1", "realesrnet_x2", "realesrnet_x4")}
 BASE_URL_ENV = "GPEN_DOWNLOAD_BASE_URL"
 _CHUNK = 1 << 20
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
@@ -162,7 +168,36 @@ def download_checkpoint(size: int, dest_dir: str | os.PathLike | None = None, *,
     final = dest_dir / checkpoint_filename(size)
     if final.is_file() and not force:
         return final
-    urls = checkpoint_urls(size, base_url)
+    verify = verify or verify_checkpoint
+    return _download_first_valid(final, checkpoint_urls(size, base_url), lambda part: verify(part, size),
+                                 progress=progress, timeout=timeout, max_bytes=MAX_BYTES.get(size))
+
+
+def download_upscaler(name: str, dest_dir: str | os.PathLike | None = None, *, base_url: str | None = None,
+                      force: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Fetch the official upscaler `name` (realesrnet_x1/x2/x4) into `dest_dir` as `<name>.pth`, like
+    `download_checkpoint`: resumable, kept only if it loads as an upscaler of its scale (needs spandrel)."""
+    from .upscale import verify_upscaler  # spandrel is only needed once a file has arrived
+
+    if name not in UPSCALER_SOURCES:
+        raise ModelNotFoundError(f"there is no official upscaler '{name}'; choose one of "
+                                 f"{', '.join(UPSCALER_SOURCES)}")
+    dest_dir = Path(dest_dir).expanduser() if dest_dir is not None else default_download_dir()
+    final = dest_dir / f"{name}.pth"
+    if final.is_file() and not force:
+        return final
+    base_url = base_url or os.environ.get(BASE_URL_ENV)
+    urls = [f"{base_url.rstrip('/')}/{final.name}"] if base_url else list(UPSCALER_SOURCES[name])
+    scale = int(name.rsplit("_x", 1)[1])
+    return _download_first_valid(final, urls, lambda part: verify_upscaler(part, scale),
+                                 progress=progress, timeout=timeout, max_bytes=UPSCALER_MAX_BYTES)
+
+
+def _download_first_valid(final: Path, urls: Sequence[str], verify: Callable[[Path], None], *,
+                          progress: bool, timeout: float, max_bytes: int | None) -> Path:
+    """Try `urls` in order until one gives a file `verify` accepts (at most `max_bytes` each); rename it to
+    `final` and return it."""
+    dest_dir = final.parent
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -170,29 +205,28 @@ def download_checkpoint(size: int, dest_dir: str | os.PathLike | None = None, *,
                             f"choose another folder with --dir") from exc
     if not os.access(dest_dir, os.W_OK | os.X_OK):
         raise DownloadError(f"the download folder {dest_dir} is not writable; choose another folder with --dir")
-    verify = verify or verify_checkpoint
     failures = []
     for url in urls:
         part = part_path(final, url)
         try:
-            fetch(url, part, progress=progress, timeout=timeout, max_bytes=MAX_BYTES.get(size))
+            fetch(url, part, progress=progress, timeout=timeout, max_bytes=max_bytes)
         except DownloadError as exc:
             failures.append(f"{url}: {exc}")
             continue
         try:
-            verify(part, size)
+            verify(part)
         except Exception as exc:  # whatever the loader raises, the file is unusable
             part.unlink(missing_ok=True)
             failures.append(f"{url}: the downloaded file was rejected and deleted: {exc}")
             continue
         os.replace(part, final)
-        for stale in dest_dir.glob(f"{final.name}.*.part"):
+        for stale in final.parent.glob(f"{final.name}.*.part"):
             stale.unlink(missing_ok=True)
         return final
     again = ("Run the command again to resume" if any(dest_dir.glob(f"{final.name}.*.part"))
              else "Check the address or try again later")
     raise DownloadError(
-        f"could not download GPEN-BFR-{size}:\n  " + "\n  ".join(failures)
+        f"could not download {final.stem}:\n  " + "\n  ".join(failures)
         + f"\n{again}, or fetch the file by hand and save it as {final}")
 
 

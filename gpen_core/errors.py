@@ -43,3 +43,7 @@ class OptionError(GPENError, ValueError):
 
 class VideoError(GPENError, ValueError):
     """A video file cannot be read or written (damaged, no video stream, unsupported format)."""
+
+
+class UpscalerError(GPENError, ValueError):
+    """A file or object cannot be used as an upscaler (not an upscaling model, or not of the scale wanted)."""

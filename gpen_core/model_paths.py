@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 

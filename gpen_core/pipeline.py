@@ -139,6 +139,9 @@ def restore_faces(
     check_interrupt: Callable[[], bool | None] | None = None,
     on_oom: Callable[[], None] | None = None,
     device_path: bool | None = None,
+    upscaler=None,
+    upscale_tile: int | None = None,
+    on_upscale_progress: Callable[[int, int], None] | None = None,
 ) -> RestoreResult:
     """Restore every selected face of ``image`` with a GPEN ``model`` and paste them back.
 
@@ -161,12 +164,19 @@ def restore_faces(
     model folders). device: where detection and parsing run (default: the model's device; the network
     always runs on the model's own device). device_path: cut crops, make masks and paste on the model's
     device in torch (gpen_core.device_path), so the image crosses to the device once; None = when the model
-    is a GPENModel on a GPU (on the CPU the OpenCV path is faster). On a GPU the stage timings are those of
-    their kernel launches (the device runs asynchronously); total is exact.
-    Returns a RestoreResult: the image (same shape and dtype as the input), per face its box, score,
-    landmarks and crops, the (H, W) float32 paste mask in [0, 1], and timings in seconds.
-    No face found: the image comes back unchanged (a copy) with 0 faces. A colorization, inpainting or
-    seg2face model (by its official file name) raises TaskError: those work on aligned crops (process_aligned).
+    is a GPENModel on a GPU and no upscaler is given (on the CPU the OpenCV path is faster). On a GPU the stage
+    timings are those of their kernel launches (the device runs asynchronously); total is exact.
+    upscaler: a spandrel ImageModelDescriptor (gpen_core.upscale.load_upscaler, or a host's upscale model) to
+    upscale the whole image first, as the official ``--use_sr``: faces are found on the input (landmarks, given
+    or detected, are in input px), then cut from the input resized bilinearly and pasted onto the upscaled image.
+    upscale_tile: its tile side in input px (None: automatic); on_upscale_progress(done, total) after each tile;
+    check_interrupt() runs before each tile too, where only raising stops (a True stops at the first face).
+    Returns a RestoreResult: the image (same layout and dtype as the input; scale times larger with an
+    upscaler), per face its box, score, landmarks (in output px) and crops, the float32 paste mask in [0, 1]
+    at the output size, and timings in seconds.
+    No face found: the image comes back unchanged (a copy; upscaled with an upscaler) with 0 faces. A colorization,
+    inpainting or seg2face model (by its official file name) raises TaskError: those work on aligned crops
+    (process_aligned).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -182,18 +192,29 @@ def restore_faces(
     found, n_detected = _find_faces(colour, landmarks, detector, search_dirs, device, dict(
         mode=select, indices=face_indices, min_size=min_face_size, max_faces=max_faces,
         score_threshold=score_threshold))
-    faces = [face for _, face in found]
     timings["detect"] = time.perf_counter() - start
+    # The image faces are pasted onto, its colour channels, and the colour channels faces are cut from.
+    base, base_colour, source = image, colour, colour
+    if upscaler is not None:
+        from .upscale import resize_plainly, scale_face, upscale_image
+        t = time.perf_counter()
+        base = upscale_image(image, upscaler, tile=upscale_tile, on_progress=on_upscale_progress,
+                             check_interrupt=check_interrupt, on_oom=on_oom)
+        base_colour = np.ascontiguousarray(_colour_channels(base))
+        found = [(index, scale_face(face, upscaler.scale)) for index, face in found]
+        source = resize_plainly(colour, base.shape[:2]) if found else base_colour
+        timings["upscale"] = time.perf_counter() - t
+    faces = [face for _, face in found]
 
-    output = image.copy()
+    output = base.copy()
     out_colour = _colour_channels(output)
     tensors = hasattr(model, "restore_tensor")  # a GPENModel: tensors in and out, on its device
     if device_path is None:
-        device_path = tensors and torch.device(model.device).type != "cpu"
-    elif device_path and not tensors:
-        raise ValueError("device_path=True needs a model with restore_tensor (a GPENModel)")
+        device_path = tensors and torch.device(model.device).type != "cpu" and upscaler is None
+    elif device_path and (not tensors or upscaler is not None):
+        raise ValueError("device_path=True needs a model with restore_tensor (a GPENModel) and no upscaler")
     frame = DeviceFrame(colour, model.device) if device_path and faces else None
-    compositor = Compositor(colour, out_colour)
+    compositor = Compositor(base_colour, out_colour)
     mask_fn, mask_kind = None, "none"
     if faces and alpha > 0:
         mask_fn, mask_kind = make_mask_fn(mask, size, search_dirs=search_dirs, device=device)
@@ -212,7 +233,7 @@ def restore_faces(
             aligned = frame.crops(matrices, size)
             crops = aligned.round().clamp_(0, 255)
         else:
-            aligned = np.stack([_aligned_crop(colour, m, size) for m in matrices])
+            aligned = np.stack([_aligned_crop(source, m, size) for m in matrices])
             crops = np.clip(np.rint(aligned), 0, 255).astype(np.uint8)
         timings["align"] += time.perf_counter() - t
         pieces: list = []

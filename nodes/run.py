@@ -21,10 +21,14 @@ from ..gpen_core.devices import resolve_dtype
 from ..gpen_core.download import with_download_command
 from ..gpen_core.network import batches_faces
 from ..gpen_core.pipeline import working_memory_bytes
+from ..gpen_core.upscale import tile_memory_bytes
 from .paths import download_folder, face_weight_dirs, model_path
 
 FACE_BATCH = 4
 """Faces aligned and masked together; gpen_core halves it on out-of-memory."""
+UPSCALE_TILE = 512
+"""Tile side (input px) whose working memory is freed before a run with an upscale model; gpen_core then picks the
+tile from the free memory, and halves it on out-of-memory."""
 
 log = logging.getLogger("comfyui-gpen")
 
@@ -105,24 +109,31 @@ def _frames(image: torch.Tensor, gpen_model, progress: _FaceProgress, options: d
 
 def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: str, face_selection: str,
             min_face_size: int, alpha: float, mask: str, color_correction: bool, temporal_smoothing: bool = False,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, str]:
+            upscale_model=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, str]:
     """Restore the faces of every image of an IMAGE batch; with ``temporal_smoothing`` the batch is consecutive video
-    frames (gpen_core.video: faces tracked, landmarks smoothed).
+    frames (gpen_core.video: faces tracked, landmarks smoothed); each image is upscaled first by ``upscale_model``
+    (ComfyUI's UPSCALE_MODEL, a spandrel ImageModelDescriptor) when given.
 
-    Returns (restored IMAGE (B,H,W,C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
-    S x S image when there are none, MASK (B,H,W)) float32 in [0,1] on the CPU, then N, and a text saying per image
-    how many faces were found and restored and which crops of the face crops came from it (one line per image).
+    Returns (restored IMAGE (B,H',W',C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
+    S x S image when there are none, MASK (B,H',W')) float32 in [0,1] on the CPU, then N, and a text saying per image
+    how many faces were found and restored and which crops of the face crops came from it (one line per image);
+    H',W' = H,W times the upscale.
     """
     device = model_management.get_torch_device()
     batch = FACE_BATCH if batches_faces(device) else 1  # faces in one forward
-    work_bytes = working_memory_bytes(gpen_model.size, gpen_model.dtype, batch)
-    model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
+    need = model_management.module_size(gpen_model.net) + working_memory_bytes(gpen_model.size, gpen_model.dtype, batch)
+    if upscale_model is not None:
+        need += model_management.module_size(upscale_model.model) + tile_memory_bytes(upscale_model, UPSCALE_TILE)
+    model_management.free_memory(need, device)
     progress = _FaceProgress(len(image))
     search_dirs = face_weight_dirs()
     options = dict(detector=detector, select=face_selection, min_face_size=min_face_size, alpha=alpha, mask=mask,
                    color_correction=color_correction, batch_size=FACE_BATCH, search_dirs=search_dirs, device=device,
-                   check_interrupt=model_management.throw_exception_if_processing_interrupted, on_oom=_on_oom)
+                   check_interrupt=model_management.throw_exception_if_processing_interrupted, on_oom=_on_oom,
+                   upscaler=upscale_model, on_upscale_progress=progress.bar.update_absolute)
     gpen_model.to(device)
+    if upscale_model is not None:
+        upscale_model.to(device)
     try:
         lines, images, crops, masks = [], [], [], []
         for restored, n_found, n_done, faces, paste_mask, seconds in (_frames if temporal_smoothing else _images)(
@@ -135,6 +146,8 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
             masks.append(paste_mask)
     finally:
         gpen_model.to(model_management.unet_offload_device())
+        if upscale_model is not None:
+            upscale_model.to(model_management.unet_offload_device())
     if not crops:
         crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]
     return (torch.from_numpy(np.stack(images).astype(np.float32) / 65535.0),

@@ -1,7 +1,7 @@
 """What the two nodes look like to ComfyUI, written once for both schema versions.
 
-Inputs use ComfyUI's V1 spelling, ``name: (TYPE or [choices], {"default": ..., "tooltip": ...})``; v3.py turns the
-same entries into ``comfy_api`` io objects. Outputs are ``(TYPE, name, tooltip)``; V3 requires output names distinct
+Inputs use ComfyUI's V1 spelling, ``name: (TYPE or [choices], {"default": ..., "tooltip": ...})``, with
+``"optional": True`` for inputs that may stay unconnected; v3.py turns the same entries into ``comfy_api`` io objects. Outputs are ``(TYPE, name, tooltip)``; V3 requires output names distinct
 from input names.
 """
 from __future__ import annotations
@@ -84,6 +84,11 @@ def _restore_inputs() -> dict[str, tuple]:
                        "loader): faces are followed from frame to frame, their landmarks smoothed and short "
                        "detection gaps bridged, so restored faces do not flicker and face_selection stays on one "
                        "person. Leave off for unrelated images."}),
+        "upscale_model": ("UPSCALE_MODEL", {
+            "optional": True,
+            "tooltip": "Optional, from Load Upscale Model (e.g. realesrnet_x2.pth or RealESRGAN_x4plus.pth): the "
+                       "whole image is upscaled first (in tiles) and the faces are restored at the new size, as "
+                       "GPEN's own --use_sr. The outputs are then that many times larger."}),
     }
 
 

@@ -10,6 +10,16 @@ def _outputs(spec: specs.NodeSpec) -> tuple[tuple, tuple, tuple]:
     return kinds, names, tips
 
 
+def _input_types(spec: specs.NodeSpec) -> dict:
+    """INPUT_TYPES: the spec's inputs split into "required" and "optional"."""
+    sections: dict = {"required": {}}
+    for name, (kind, options) in spec.inputs().items():
+        options = dict(options)
+        section = "optional" if options.pop("optional", False) else "required"
+        sections.setdefault(section, {})[name] = (kind, options)
+    return sections
+
+
 class GPENModelLoader:
     DESCRIPTION = specs.LOADER.description
     CATEGORY = specs.CATEGORY
@@ -18,7 +28,7 @@ class GPENModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": specs.LOADER.inputs()}
+        return _input_types(specs.LOADER)
 
     def load(self, model_name: str, dtype: str) -> tuple:
         return (run.load(model_name, dtype),)
@@ -32,7 +42,7 @@ class GPENRestoreFaces:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": specs.RESTORE.inputs()}
+        return _input_types(specs.RESTORE)
 
     def restore(self, image, gpen_model, **options) -> tuple:
         return run.restore(image, gpen_model, **options)

@@ -192,7 +192,6 @@ def test_non_finite_weights_are_refused(tmp_path, tiny_state):
 
 
 def _onnx_bytes() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "g",

@@ -250,7 +250,8 @@ def test_v3_registers_only_the_entrypoint_with_tooltips_everywhere(host):
     assert [(s.id, s.io_type) for s in restore.inputs] == [
         ("image", "IMAGE"), ("gpen_model", "GPEN_MODEL"), ("detector", "COMBO"), ("face_selection", "COMBO"),
         ("min_face_size", "INT"), ("alpha", "FLOAT"), ("mask", "COMBO"), ("color_correction", "BOOLEAN"),
-        ("temporal_smoothing", "BOOLEAN")]
+        ("temporal_smoothing", "BOOLEAN"), ("upscale_model", "UPSCALE_MODEL")]
+    assert [s.options.get("optional", False) for s in restore.inputs] == [False] * 9 + [True]
     assert [s.io_type for s in restore.outputs] == ["IMAGE", "IMAGE", "MASK", "INT", "STRING"]
     # ComfyUI's V3 Schema.validate: ids unique across inputs and outputs.
     ids = [s.id for s in restore.inputs] + [s.id for s in restore.outputs]
@@ -275,6 +276,9 @@ def test_v1_fallback_without_comfy_api_v3(make_host, api):
                             "color_correction", "temporal_smoothing"]
     assert inputs["detector"][0] == ["auto", "retinaface", "mtcnn"]
     assert all(len(options["tooltip"]) > 20 for _, options in inputs.values())
+    optional = v1["GPENRestoreFaces"].INPUT_TYPES()["optional"]
+    assert list(optional) == ["upscale_model"] and optional["upscale_model"][0] == "UPSCALE_MODEL"
+    assert "optional" not in optional["upscale_model"][1] and "optional" not in v1["GPENModelLoader"].INPUT_TYPES()
     assert v1["GPENRestoreFaces"].RETURN_TYPES == ("IMAGE", "IMAGE", "MASK", "INT", "STRING")
     assert len(v1["GPENRestoreFaces"].OUTPUT_TOOLTIPS) == 5
     assert v1["GPENModelLoader"].RETURN_TYPES == ("GPEN_MODEL",)
@@ -462,6 +466,27 @@ def test_interruption_between_faces_stops_and_offloads(host, model, batch, monke
     assert moves[-1] == torch.device("cpu")
     # the bar moved with every face: 1 of the astronaut, then 2 and 3 (its total grown by the Solvay faces)
     assert [value for value, _ in host.utils.ProgressBar.updates] == [1, 1, 2, 3]
+
+
+@pytest.mark.parametrize("v3", [True, False])
+def test_upscale_model_input_restores_at_the_upscaled_size(make_host, host, model, batch, monkeypatch, v3):
+    """ComfyUI's UPSCALE_MODEL (a spandrel descriptor, as its Load Upscale Model node gives) upscales first."""
+    from spandrel import ModelLoader
+
+    from gpen_core.upscale import realesrnet_state_dict
+
+    host = host if v3 else make_host("none")
+    images, _ = batch
+    upscaler = ModelLoader().load_from_state_dict(realesrnet_state_dict(2, 1)["params_ema"]).eval()
+    moves = _spy_moves(upscaler, monkeypatch)
+    restored, faces, mask = host.run("GPENRestoreFaces", image=images[:2], gpen_model=model, upscale_model=upscaler,
+                                     **RESTORE_DEFAULTS)
+    assert restored.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512) and faces.shape == (1, 256, 256, 3)
+    assert float(mask[0].max()) == 0 and float(mask[1].max()) > 0.9
+    assert moves == [torch.device("cpu")] * 2  # to the compute device, back to the offload device
+    assert host.mm.calls[0][1] > sum(p.numel() * p.element_size() for p in upscaler.model.parameters())
+    updates = host.utils.ProgressBar.updates
+    assert updates[0] == (1, 1) and updates[-1] == (1, 1)  # the first image's one tile ... the last face
 
 
 # ---------------------------------------------------------------------------------------------- example workflow

@@ -18,6 +18,7 @@ from gpen_core import cli, download
 from gpen_core.download import DownloadError, checkpoint_urls, download_checkpoint, part_path
 from gpen_core.errors import ModelNotFoundError
 from gpen_core.model_paths import default_model_dirs
+from gpen_core.upscale import realesrnet_state_dict as upscale_layout
 
 TINY = Path(__file__).parent / "data" / "tiny-256.safetensors"
 
@@ -311,3 +312,27 @@ def test_a_host_replaces_the_generic_download_advice(tmp_path):
                     f"official one (or 256/1024/2048) into {host} with: cd \"{tmp_path / 'pack'}\" && \"/opt/py\" "
                     f"-m gpen_core download 512 --dir \"{host}\".")
     assert download.with_download_command("no advice here", host) == "no advice here"
+
+
+def test_official_upscaler_download_resumes_and_checks_the_scale(tmp_path, server, monkeypatch):
+    monkeypatch.delenv(download.BASE_URL_ENV, raising=False)
+    assert download.UPSCALER_SOURCES["realesrnet_x2"] == (
+        "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/realesrnet_x2.pth",)
+    for scale in (2, 4):  # the official layout (one block instead of 23), saved as the official files are
+        torch.save(upscale_layout(scale, 1), tmp_path / f"x{scale}.pth")
+        server.files[f"/realesrnet_x{scale}.pth"] = (tmp_path / f"x{scale}.pth").read_bytes()
+    body = server.files["/realesrnet_x2.pth"]
+    server.cut_after = len(body) // 3
+    with pytest.raises(DownloadError, match="realesrnet_x2.*partial file kept"):
+        download.download_upscaler("realesrnet_x2", tmp_path / "m", base_url=server.url, progress=False)
+    path = download.download_upscaler("realesrnet_x2", tmp_path / "m", base_url=server.url, progress=False)
+    assert server.requests[-1] == ("/realesrnet_x2.pth", f"bytes={len(body) // 3}-")
+    assert path == tmp_path / "m" / "realesrnet_x2.pth" and path.read_bytes() == body
+    server.files["/realesrnet_x1.pth"] = server.files["/realesrnet_x4.pth"]  # a x4 file where x1 is asked for
+    with pytest.raises(DownloadError, match="x4 upscaler, not x1"):
+        download.download_upscaler("realesrnet_x1", tmp_path / "m", base_url=server.url, progress=False)
+    assert _files(tmp_path / "m") == ["realesrnet_x2.pth"]
+    with pytest.raises(ModelNotFoundError, match="realesrnet_x1, realesrnet_x2, realesrnet_x4"):
+        download.download_upscaler("realesrnet_x3", tmp_path / "m")
+    assert cli.main(["download", "realesrnet_x4", "--dir", str(tmp_path / "m"), "--base-url", server.url, "-q"]) == 0
+    assert _files(tmp_path / "m") == ["realesrnet_x2.pth", "realesrnet_x4.pth"]
