@@ -148,12 +148,13 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
         gpen_model.to(model_management.unet_offload_device())
         if upscale_model is not None:
             upscale_model.to(model_management.unet_offload_device())
+    n_restored = len(crops)
     if not crops:
         crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]
     return (torch.from_numpy(np.stack(images).astype(np.float32) / 65535.0),
             torch.from_numpy(np.stack(crops)).float() / 255.0,
             torch.from_numpy(np.stack(masks)),
-            len(crops), "\n".join(lines))
+            n_restored, "\n".join(lines))
 
 
 def _describe(index: int, n_images: int, n_found: int, n_restored: int, first_crop: int, seconds: float | None) -> str:
