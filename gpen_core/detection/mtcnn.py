@@ -30,6 +30,12 @@ STRIDE = 2  # P-Net output stride in pixels of a pyramid level
 MIN_SUPPORT, SUPPORT_IOU, SURE_SCORE = 2, 0.4, 0.98
 
 
+def face_probability(logits: torch.Tensor) -> torch.Tensor:
+    """softmax(logits, dim 1)[:, 1] for two classes (not face, face), as sigmoid of their difference:
+    one pass instead of a strided softmax over a 2-channel map."""
+    return torch.sigmoid(logits[:, 1] - logits[:, 0])
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional; each output cell scores one 12x12 window, stride 2."""
 
@@ -46,7 +52,7 @@ class PNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,3,H,W) -> face probability (B,H',W'), box offsets (B,4,H',W') in window sides."""
         h = self.features(x)
-        return self.score(h).softmax(1)[:, 1], self.box(h)
+        return face_probability(self.score(h)), self.box(h)
 
 
 class RNet(nn.Module):
@@ -65,7 +71,7 @@ class RNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(x)
-        return self.score(h).softmax(1)[:, 1], self.box(h)
+        return face_probability(self.score(h)), self.box(h)
 
 
 class ONet(nn.Module):
@@ -86,7 +92,7 @@ class ONet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.features(x)
-        return self.score(h).softmax(1)[:, 1], self.box(h), self.landmarks(h).view(-1, 5, 2)
+        return face_probability(self.score(h)), self.box(h), self.landmarks(h).view(-1, 5, 2)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
