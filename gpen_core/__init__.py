@@ -3,7 +3,7 @@
 from .aligned import process_aligned
 from .checkpoint import inspect_checkpoint, load_model
 from .errors import (CheckpointError, ExportError, FaceDetectorError, GPENError, ImageError, MissingDependencyError,
-                     ModelNotFoundError, TaskError)
+                     ModelNotFoundError, OptionError, TaskError)
 from .faces import Face
 from .model import GPENModel
 from .network import GPENConfig
@@ -11,6 +11,6 @@ from .pipeline import RestoredFace, RestoreResult, release_face_models, restore_
 
 __all__ = [
     "CheckpointError", "ExportError", "FaceDetectorError", "GPENConfig", "GPENError", "GPENModel", "ImageError",
-    "MissingDependencyError", "ModelNotFoundError", "TaskError", "Face", "RestoredFace", "RestoreResult",
-    "inspect_checkpoint", "load_model", "process_aligned", "release_face_models", "restore_faces",
+    "MissingDependencyError", "ModelNotFoundError", "OptionError", "TaskError", "Face", "RestoredFace",
+    "RestoreResult", "inspect_checkpoint", "load_model", "process_aligned", "release_face_models", "restore_faces",
 ]

@@ -35,3 +35,7 @@ class ExportError(GPENError, RuntimeError):
 
 class TaskError(GPENError, ValueError):
     """A GPEN task that the model file cannot do (e.g. colorization asked of a restoration model)."""
+
+
+class OptionError(GPENError, ValueError):
+    """An option has a value of the wrong type or outside its range."""

@@ -146,13 +146,14 @@ def make_mask_fn(kind: str, size: int, *, search_dirs=(), device=None) -> tuple[
     if kind not in MASK_KINDS:
         raise ValueError(f"mask must be one of {MASK_KINDS}, not {kind!r}")
     if kind != "rectangle":
-        from .model_paths import find_facexlib_weights
+        from .model_paths import facexlib_weight_dirs, find_facexlib_weights
         path = find_facexlib_weights("parsing", search_dirs=tuple(search_dirs))
         if path is not None:
             return load_parser(path, device or "cpu"), "parsing"
         if kind == "parsing":
+            folders = "\n  ".join(str(d) for d in facexlib_weight_dirs(search_dirs))
             raise ModelNotFoundError(
                 "no face-parsing weights found: put facexlib's parsing_parsenet.pth (or parsing_bisenet.pth) "
-                "in ComfyUI models/facexlib, A1111 models/GFPGAN or facexlib/weights, or use mask='rectangle'")
+                f"in one of:\n  {folders}\nor name the file with GPEN_PARSING_WEIGHTS, or use mask='rectangle'")
     rect = rectangle_mask(size)
     return (lambda crops: np.broadcast_to(rect, (len(crops), size, size))), "rectangle"

@@ -1,20 +1,22 @@
-"""AUTOMATIC1111 / Forge adapter: the "GPEN" face restorer and its "GPEN" settings section.
+"""AUTOMATIC1111 / Forge adapter: the "GPEN" face restorer, its "GPEN" settings section, its infotext entry
+and the extension's API routes (/gpen/v1/restore, /gpen/v1/models).
 
-Thin glue only: WebUI settings, paths and devices in, one ``gpen_core.restore_faces`` call, an RGB uint8
-image out. Importing this file (the WebUI does it for every extension script) registers the restorer in
-``shared.face_restorers`` once, replacing an older copy on "Reload UI".
+Thin glue only: WebUI settings, paths, devices and messages in, one ``gpen_core.restorer.FolderRestorer``
+call per image, an RGB uint8 image out. Importing this file (the WebUI does it for every extension script)
+registers the restorer in ``shared.face_restorers`` once, replacing an older copy on "Reload UI".
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from modules import devices, errors, face_restoration, script_callbacks, shared
+from modules import devices, errors, face_restoration, script_callbacks, scripts, shared
 from modules.paths import models_path
 
 EXTENSION_DIR = Path(__file__).resolve().parent.parent
@@ -22,6 +24,7 @@ MODEL_DIR = Path(models_path) / "GPEN"
 AUTO_MODEL = "Automatic (largest)"
 SECTION = ("gpen", "GPEN")
 HINT_FILE = "Put GPEN models here.txt"
+INFOTEXT_KEY = "GPEN"
 
 
 def _import_gpen_core():
@@ -37,14 +40,21 @@ def _import_gpen_core():
 
 
 gpen_core = _import_gpen_core()
-from gpen_core.download import missing_model_message  # noqa: E402  (needs the import above)
-from gpen_core.model_paths import largest_checkpoint, list_checkpoints  # noqa: E402
-from gpen_core.options import DETECTORS  # noqa: E402
+from gpen_core import web_api  # noqa: E402  (needs the import above)
+from gpen_core.model_paths import facexlib_weight_dirs  # noqa: E402
+from gpen_core.options import DETECTORS, check_strength  # noqa: E402
+from gpen_core.restorer import AUTO, FolderRestorer, Outcome  # noqa: E402
+
+
+def search_dirs() -> list[Path]:
+    """Where the WebUI keeps facexlib's RetinaFace/parsing weights: its GFPGAN folder (models/GFPGAN or
+    --gfpgan-models-path), where its own face restorers download them; gpen_core adds the rest."""
+    return [Path(getattr(shared.cmd_opts, "gfpgan_models_path", None) or Path(models_path) / "GFPGAN")]
 
 
 def download_hint(model_dir: Path = MODEL_DIR) -> str:
-    """One paragraph telling the user where models go and how to download one."""
-    how = missing_model_message([model_dir], model_dir, python=sys.executable, workdir=EXTENSION_DIR)
+    """One paragraph telling the user where models go and how to download one from this WebUI."""
+    how = FolderRestorer(model_dir, python=sys.executable, workdir=EXTENSION_DIR).missing_message()
     return f"GPEN: no model in {model_dir} - faces are left unchanged.\n{how}\nThen pick it in Settings -> GPEN."
 
 
@@ -57,22 +67,13 @@ def ensure_model_dir(model_dir: Path = MODEL_DIR) -> None:
 
 
 def list_models(model_dir: Path = MODEL_DIR) -> list[str]:
-    """Checkpoint files under model_dir, as sorted POSIX paths relative to it (the setting's values)."""
-    return [p.relative_to(model_dir).as_posix() for p in list_checkpoints(model_dir)]
+    """Checkpoint files under model_dir, as sorted POSIX paths relative to it (the setting's values);
+    read again at every call, so a Reload UI or the refresh button shows files added since."""
+    return FolderRestorer(model_dir).models()
 
 
-def selected_model(model_dir: Path = MODEL_DIR) -> Path | None:
-    """The checkpoint the settings ask for; the largest one present when set to automatic or missing."""
-    choice = getattr(shared.opts, "gpen_model", AUTO_MODEL)
-    if choice != AUTO_MODEL and (model_dir / choice).is_file():
-        return model_dir / choice
-    return largest_checkpoint(list_checkpoints(model_dir))
-
-
-def search_dirs() -> list[Path]:
-    """Where the WebUI keeps facexlib's RetinaFace/parsing weights (models/GFPGAN); gpen_core adds
-    facexlib's own weights/ folder itself."""
-    return [Path(getattr(shared.cmd_opts, "gfpgan_models_path", None) or Path(models_path) / "GFPGAN")]
+def _choice(setting: str) -> str:
+    return AUTO if setting == AUTO_MODEL else setting
 
 
 def _free_forge_memory() -> None:
@@ -96,90 +97,154 @@ def _check_interrupt() -> None:
         raise _Interrupted
 
 
+def show_problems(outcome: Outcome) -> None:
+    """Tell the user, once per problem, what went wrong or was skipped: console and a UI warning."""
+    for problem in outcome.new_problems:
+        errors.report(f"GPEN: {problem}")
+        if problem == outcome.error and outcome.exception is not None:
+            print("".join(traceback.format_exception(outcome.exception)), file=sys.stderr)
+        gr.Warning(f"GPEN: {problem}")
+
+
 class GPENFaceRestorer(face_restoration.FaceRestoration):
-    """WebUI face restorer backed by gpen_core; caches the loaded model between calls."""
+    """WebUI face restorer backed by gpen_core; ``last`` is the outcome of the latest image."""
 
     def __init__(self, model_dir: Path = MODEL_DIR):
         self.model_dir = model_dir
         self.cmd_dir = str(model_dir)  # shown by /sdapi/v1/face-restorers
-        self.model: gpen_core.GPENModel | None = None
-        self.model_path: Path | None = None
-        self._warned_missing = False
+        self.core = FolderRestorer(model_dir, python=sys.executable, workdir=EXTENSION_DIR)
+        self.last: Outcome | None = None
 
     def name(self) -> str:
         return "GPEN"
 
-    def load(self, device) -> gpen_core.GPENModel | None:
-        """The selected model on `device`, loaded once and reloaded when the setting points elsewhere."""
-        path = selected_model(self.model_dir)
-        if path is None:
-            self.model = self.model_path = None
-            if not self._warned_missing:  # console once, the UI on every call
-                print(download_hint(self.model_dir))
-                self._warned_missing = True
-            gr.Warning(download_hint(self.model_dir))
-            return None
-        self._warned_missing = False
-        if self.model is None or self.model_path != path:
-            self.model = None  # drop the old weights before reading the new ones
-            self.model = gpen_core.load_model(path, device=device)
-            self.model_path = path
-        return self.model.to(device)
+    def run(self, np_image: np.ndarray, *, model: str | None = None, strength: float | None = None,
+            detector: str | None = None, color_correction: bool | None = None) -> Outcome:
+        """Restore every face of (H,W,3) uint8 RGB (RGBA keeps its alpha); options default to the settings.
+        On a missing model, an interrupt or an error the image comes back unchanged in the outcome."""
+        opts = shared.opts
+        device = devices.device_codeformer or devices.get_optimal_device()
+        _free_forge_memory()
+        try:
+            outcome = self.core.restore(
+                np_image,
+                choice=_choice(model if model is not None else getattr(opts, "gpen_model", AUTO_MODEL)),
+                strength=strength if strength is not None else getattr(opts, "gpen_alpha", 1.0),
+                detector=detector or getattr(opts, "gpen_detector", "auto"),
+                color_correction=bool(color_correction if color_correction is not None
+                                      else getattr(opts, "gpen_color_correction", False)),
+                search_dirs=search_dirs(), device=device, check_interrupt=_check_interrupt,
+                interrupt_error=_Interrupted, on_oom=devices.torch_gc)
+        finally:
+            if getattr(opts, "face_restoration_unload", False):
+                self.core.offload(devices.cpu)
+                gpen_core.release_face_models()
+        show_problems(outcome)
+        self.last = outcome
+        return outcome
 
     def restore(self, np_image: np.ndarray) -> np.ndarray:
-        """Restore every face: (H,W,3) uint8 RGB in (RGBA keeps its alpha), same shape and dtype out.
+        """The WebUI's call: (H,W,3) uint8 RGB in, same shape and dtype out."""
+        return self.run(np_image).image
 
-        On a missing model, an interrupt or an error the input comes back unchanged so generation goes on.
-        """
-        device = devices.device_codeformer or devices.get_optimal_device()
-        try:
-            _free_forge_memory()
-            model = self.load(device)
-            if model is None:
-                return np_image
-            result = gpen_core.restore_faces(
-                np_image,
-                model,
-                detector=getattr(shared.opts, "gpen_detector", "auto"),
-                alpha=float(getattr(shared.opts, "gpen_alpha", 1.0)),
-                color_correction=bool(getattr(shared.opts, "gpen_color_correction", False)),
-                search_dirs=search_dirs(),
-                keep_crops=False,
-                device=device,
-                check_interrupt=_check_interrupt,
-                on_oom=devices.torch_gc,
-            )
-            return result.image
-        except _Interrupted:
-            return np_image
-        except Exception:
-            errors.report("GPEN face restoration failed; the image is left unchanged", exc_info=True)
-            return np_image
-        finally:
-            if getattr(shared.opts, "face_restoration_unload", False):
-                if self.model is not None:
-                    self.model.to(devices.cpu)
-                gpen_core.release_face_models()
+
+def find_restorer() -> GPENFaceRestorer | None:
+    """The registered "GPEN" restorer, or None when this script failed to load."""
+    return next((r for r in shared.face_restorers if r.name() == "GPEN"), None)
+
+
+class GPENInfotext(scripts.Script):
+    """Puts what GPEN did (model, strength, faces, or why it failed) in txt2img/img2img infotexts when
+    "Restore faces" uses GPEN. Shows nothing in the UI."""
+
+    def title(self):
+        return "GPEN infotext"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def postprocess_image(self, p, pp, *args):
+        restorer = find_restorer()
+        if getattr(p, "restore_faces", False) and shared.opts.face_restoration_model == "GPEN" and restorer \
+                and restorer.last is not None:
+            p.extra_generation_params[INFOTEXT_KEY] = restorer.last.info
 
 
 def on_ui_settings() -> None:
     """Add the "GPEN" section (model, strength, detector, colour correction) under Postprocessing."""
+    weight_dirs = "; ".join(str(d) for d in facexlib_weight_dirs(search_dirs()))
     options = {
         "gpen_model": shared.OptionInfo(AUTO_MODEL, "GPEN model (files in models/GPEN)", gr.Dropdown,
                                         lambda: {"choices": [AUTO_MODEL, *list_models()]}, refresh=list_models)
-        .info("Automatic = the largest model present, e.g. GPEN-BFR-2048"),
+        .info("Automatic = the largest model that loads, e.g. GPEN-BFR-2048"),
         "gpen_alpha": shared.OptionInfo(1.0, "GPEN strength", gr.Slider, {"minimum": 0.0, "maximum": 1.0, "step": 0.01})
         .info("1 = restored face only, 0 = original face"),
         "gpen_detector": shared.OptionInfo("auto", "GPEN face detector", gr.Radio,
                                            {"choices": list(DETECTORS)})
-        .info("auto = RetinaFace when its weights are in models/GFPGAN or facexlib/weights, else the built-in MTCNN"),
+        .info("auto = RetinaFace (detection_Resnet50_Final.pth, face parsing: parsing_parsenet.pth) when found in "
+              f"{weight_dirs}; else the built-in MTCNN"),
         "gpen_color_correction": shared.OptionInfo(False, "GPEN colour correction")
         .info("match the restored faces' colours to the original"),
     }
     if not list_models():
         options["gpen_no_model"] = shared.OptionHTML(download_hint().replace("\n", "<br>"))
+    else:  # a model was added since an earlier build of the settings (Reload UI): drop the stale notice
+        shared.opts.data_labels.pop("gpen_no_model", None)
     for key, info in shared.options_section((*SECTION, "postprocessing"), options).items():
         shared.opts.add_option(key, info)
+
+
+def _settings_defaults() -> dict:
+    opts = shared.opts
+    return {"model": _choice(getattr(opts, "gpen_model", AUTO_MODEL)),
+            "strength": check_strength(getattr(opts, "gpen_alpha", 1.0), clamp=True),
+            "detector": getattr(opts, "gpen_detector", "auto"),
+            "color_correction": bool(getattr(opts, "gpen_color_correction", False))}
+
+
+def api_restore(payload: dict) -> dict:
+    """POST /gpen/v1/restore (see gpen_core.web_api): one image, restored in the WebUI's queue."""
+    from modules.call_queue import queue_lock
+
+    restorer = find_restorer()
+    if restorer is None:
+        raise web_api.ServiceError("the GPEN restorer is not loaded; see the WebUI console")
+
+    def restore(request: web_api.RestoreRequest) -> Outcome:
+        with queue_lock:
+            shared.state.begin(job="gpen_restore")
+            try:
+                return restorer.run(request.image, model=request.model, strength=request.strength,
+                                    detector=request.detector, color_correction=request.color_correction)
+            finally:
+                shared.state.end()
+
+    settings = _settings_defaults()
+    if settings["model"] != AUTO and settings["model"] not in restorer.core.models():
+        settings["model"] = AUTO  # the setting names a file removed since: as the restorer does
+    return web_api.handle_restore(payload, settings, restorer.core.models(), restore)
+
+
+def api_models() -> dict:
+    """GET /gpen/v1/models: the folder, the model names a request may use, and the settings' defaults."""
+    return {"folder": str(MODEL_DIR), "models": [AUTO, *list_models()], "defaults": _settings_defaults()}
+
+
+def on_app_started(_demo, app) -> None:
+    """Register the extension's API routes on the WebUI's FastAPI app (with or without --api)."""
+    from fastapi import Body
+    from fastapi.exceptions import HTTPException
+
+    def restore_route(payload: dict = Body(...)) -> dict:
+        try:
+            return api_restore(payload)
+        except web_api.RequestError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except web_api.ServiceError as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+
+    app.add_api_route("/gpen/v1/restore", restore_route, methods=["POST"])
+    app.add_api_route("/gpen/v1/models", api_models, methods=["GET"])
 
 
 def register(restorer: face_restoration.FaceRestoration) -> None:
@@ -194,3 +259,4 @@ def register(restorer: face_restoration.FaceRestoration) -> None:
 ensure_model_dir()
 register(GPENFaceRestorer())
 script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_app_started(on_app_started)

@@ -27,13 +27,18 @@ class ScriptPostprocessingGPEN(scripts_postprocessing.ScriptPostprocessing):
         return {"enable": enable, "gpen_visibility": visibility}
 
     def process(self, pp: scripts_postprocessing.PostprocessedImage, enable, gpen_visibility):
-        """Restore the faces of pp.image (RGB, or RGBA keeping its alpha) and blend by `gpen_visibility` in [0, 1]."""
+        """Restore the faces of pp.image (RGB, or RGBA keeping its alpha) and blend by `gpen_visibility` in [0, 1];
+        the infotext gets what happened ("GPEN": model, strength, faces, or why nothing was restored)."""
         restorer = find_restorer()
         if not enable or gpen_visibility == 0 or restorer is None:
             return
 
         source = pp.image if pp.image.mode in ("RGB", "RGBA") else pp.image.convert("RGB")
-        restored = Image.fromarray(restorer.restore(np.asarray(source, dtype=np.uint8)))
+        outcome = restorer.run(np.asarray(source, dtype=np.uint8))
+        pp.info["GPEN"] = outcome.info
+        if not outcome.faces:
+            return
+        restored = Image.fromarray(outcome.image)
         if gpen_visibility < 1.0:
             restored = Image.blend(source, restored, gpen_visibility)
 
