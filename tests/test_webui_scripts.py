@@ -342,9 +342,10 @@ def test_a_broken_file_is_read_once_reported_once_and_recorded_in_the_infotext(w
     (webui.model_dir / "GPEN-BFR-512.pth").write_bytes(b"corrupt")
     script = load_script("gpen_restorer.py")
     reads = []
-    real_load = script.gpen_core.restorer.load_model
-    monkeypatch.setattr(script.gpen_core.restorer, "load_model", lambda path, **kw: reads.append(path)
-                        or real_load(path, **kw))
+    for name in ("load_model", "inspect_checkpoint"):
+        real = getattr(script.gpen_core.restorer, name)
+        monkeypatch.setattr(script.gpen_core.restorer, name, lambda p, real=real, **kw: reads.append(p)
+                            or real(p, **kw))
     restorer = gpen_restorers(webui.shared)[0]
     image = photo(128)
     for _ in range(3):
