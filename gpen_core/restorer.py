@@ -57,7 +57,7 @@ class Outcome:
     model: the checkpoint used, or None. strength: the strength used, in [0, 1].
     error: why nothing was restored (full message with the fix), or None.
     skipped: "file name: reason" for each checkpoint passed over by the automatic choice.
-    interrupted: the host's interrupt stopped the run; ``faces`` says how many were restored before it.
+    interrupted: the host's interrupt stopped the run; the image keeps the ``faces`` restored before it.
     warnings: messages raised as Python warnings while loading or restoring (e.g. a slow precision).
     new_problems: the messages among error/skipped/warnings not returned by an earlier call: show these once.
     exception: the unexpected exception behind ``error`` (not a GPENError), for a traceback; else None.
@@ -80,9 +80,8 @@ class Outcome:
         if self.error is not None:
             text = f"failed: {_first_line(self.error)}"
         else:
-            text = f"{self.model.name if self.model else 'no model'}, strength {self.strength:g}, {self.faces} faces"
-            if self.interrupted:
-                text += " (interrupted)"
+            faces = f"{self.faces} of {self.found} faces (interrupted)" if self.interrupted else f"{self.faces} faces"
+            text = f"{self.model.name if self.model else 'no model'}, strength {self.strength:g}, {faces}"
         if self.skipped:
             text += "; skipped " + "; ".join(self.skipped)
         return text
@@ -95,7 +94,7 @@ class FolderRestorer:
     Not thread-safe: a host serialises calls (the WebUI's queue lock does).
     """
 
-    def __init__(self, model_dir: str | os.PathLike, *, python: str = "python",
+    def __init__(self, model_dir: str | os.PathLike, *, python: str | None = None,
                  workdir: str | os.PathLike | None = None):
         self.model_dir = Path(model_dir)
         self._python, self._workdir = python, workdir
@@ -200,16 +199,16 @@ class FolderRestorer:
         color_correction: bool = False,
         search_dirs: Sequence[str | os.PathLike] = (),
         device=None,
-        check_interrupt: Callable[[], None] | None = None,
-        interrupt_error: type[BaseException] | None = None,
+        check_interrupt: Callable[[], bool | None] | None = None,
         on_oom: Callable[[], None] | None = None,
     ) -> Outcome:
         """Restore every face of ``image`` ((H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16; alpha kept).
 
         choice: a model name from :meth:`models` or ``AUTO``. strength: clamped to [0, 1] (a stored setting;
-        validate user input first with ``options.check_strength``). check_interrupt() may raise
-        ``interrupt_error`` to stop: the outcome is then marked interrupted. Never raises for a model or
-        restore failure (not even an unexpected one): the outcome carries the input image and the error.
+        validate user input first with ``options.check_strength``). check_interrupt() is asked before each
+        face; True stops there, keeping the faces done so far (the outcome is marked interrupted). Never
+        raises for a model or restore failure (not even an unexpected one): the outcome then carries the
+        input image and the error.
         """
         outcome = Outcome(image, strength=check_strength(strength, clamp=True))
         with warnings.catch_warnings(record=True) as caught:
@@ -221,15 +220,12 @@ class FolderRestorer:
                                        color_correction=color_correction, search_dirs=search_dirs,
                                        keep_crops=False, device=device, check_interrupt=check_interrupt,
                                        on_oom=on_oom)
-                outcome.image, outcome.found = result.image, result.n_faces
+                outcome.image, outcome.found, outcome.interrupted = result.image, result.n_selected, result.interrupted
                 outcome.faces = result.n_faces if outcome.strength > 0 else 0
             except GPENError as exc:
                 outcome.error = str(exc)
-            except Exception as exc:
-                if interrupt_error is not None and isinstance(exc, interrupt_error):
-                    outcome.interrupted = True
-                else:  # a bug or a device failure: the host shows it (with exc) and goes on
-                    outcome.error, outcome.exception = f"{type(exc).__name__}: {exc}", exc
+            except Exception as exc:  # a bug or a device failure: the host shows it (with exc) and goes on
+                outcome.error, outcome.exception = f"{type(exc).__name__}: {exc}", exc
         outcome.warnings = list(dict.fromkeys(str(w.message) for w in caught))
         problems = [p for p in (outcome.error, *outcome.skipped, *outcome.warnings) if p]
         outcome.new_problems = [p for p in problems if p not in self._reported]

@@ -88,15 +88,6 @@ def _free_forge_memory() -> None:
             return
 
 
-class _Interrupted(Exception):
-    """The user pressed Interrupt while faces were being restored."""
-
-
-def _check_interrupt() -> None:
-    if shared.state.interrupted:
-        raise _Interrupted
-
-
 def show_problems(outcome: Outcome) -> None:
     """Tell the user, once per problem, what went wrong or was skipped: console and a UI warning."""
     for problem in outcome.new_problems:
@@ -121,7 +112,8 @@ class GPENFaceRestorer(face_restoration.FaceRestoration):
     def run(self, np_image: np.ndarray, *, model: str | None = None, strength: float | None = None,
             detector: str | None = None, color_correction: bool | None = None) -> Outcome:
         """Restore every face of (H,W,3) uint8 RGB (RGBA keeps its alpha); options default to the settings.
-        On a missing model, an interrupt or an error the image comes back unchanged in the outcome."""
+        On a missing model or an error the image comes back unchanged in the outcome; on Interrupt it keeps
+        the faces restored before it."""
         opts = shared.opts
         device = devices.device_codeformer or devices.get_optimal_device()
         _free_forge_memory()
@@ -133,8 +125,8 @@ class GPENFaceRestorer(face_restoration.FaceRestoration):
                 detector=detector or getattr(opts, "gpen_detector", "auto"),
                 color_correction=bool(color_correction if color_correction is not None
                                       else getattr(opts, "gpen_color_correction", False)),
-                search_dirs=search_dirs(), device=device, check_interrupt=_check_interrupt,
-                interrupt_error=_Interrupted, on_oom=devices.torch_gc)
+                search_dirs=search_dirs(), device=device, check_interrupt=lambda: shared.state.interrupted,
+                on_oom=devices.torch_gc)
         finally:
             if getattr(opts, "face_restoration_unload", False):
                 self.core.offload(devices.cpu)

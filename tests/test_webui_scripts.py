@@ -371,6 +371,35 @@ def test_strength_stored_out_of_range_is_clamped_not_fatal(webui):
     assert restorer.last.info == "tiny.safetensors, strength 1, 1 faces" and not webui.reports
 
 
+class InterruptedAfter:
+    """shared.state whose `interrupted` turns True at the n-th read (the Interrupt button pressed mid-run)."""
+
+    def __init__(self, reads: int):
+        self.reads, self.limit = 0, reads
+
+    @property
+    def interrupted(self) -> bool:
+        self.reads += 1
+        return self.reads >= self.limit
+
+
+def test_interrupt_stops_between_faces_and_keeps_the_faces_done(webui):
+    webui.model_dir.mkdir(parents=True)
+    shutil.copy(TINY, webui.model_dir / "tiny.safetensors")
+    load_script("gpen_restorer.py")
+    webui.shared.opts.gpen_detector = "mtcnn"
+    restorer = gpen_restorers(webui.shared)[0]
+    image = np.concatenate([photo(128), photo(128)], axis=1)  # two faces, left one first
+    webui.shared.state = InterruptedAfter(2)  # pressed while the first face is in the network
+
+    out = restorer.restore(image)
+    half = image.shape[1] // 2
+    assert np.abs(out[:, :half].astype(int) - image[:, :half]).max() > 0, "the face done was thrown away"
+    assert np.array_equal(out[:, half:], image[:, half:])
+    assert restorer.last.info == "tiny.safetensors, strength 1, 1 of 2 faces (interrupted)"
+    assert not webui.reports
+
+
 def test_txt2img_infotext_says_what_gpen_did(webui):
     webui.model_dir.mkdir(parents=True)
     shutil.copy(TINY, webui.model_dir / "tiny.safetensors")
