@@ -120,3 +120,22 @@ def test_automatic_choice_falls_back_past_a_file_that_sizes_but_does_not_load(tm
     assert [s.split(":")[0] for s in skipped] == ["GPEN-BFR-1024.pth", "zz-damaged.safetensors"]
     with pytest.raises(GPENError, match="zz-damaged"):  # a named file's own error, no other file instead
         core.choose("zz-damaged.safetensors", "cpu")
+
+
+def test_warnings_while_restoring_are_returned_and_new_only_once(tmp_path, monkeypatch, tiny_checkpoint):
+    import warnings
+
+    shutil.copy(tiny_checkpoint, tmp_path / "tiny.safetensors")
+
+    real = restorer_module.restore_faces
+
+    def slow_precision(image, model, **kwargs):  # as gpen_core warns about a slow precision on the CPU
+        warnings.warn("float16 on the CPU is about 10x slower than float32; using float32")
+        return real(image, model, **kwargs)
+
+    monkeypatch.setattr(restorer_module, "restore_faces", slow_precision)
+    core = FolderRestorer(tmp_path)
+    image = np.zeros((32, 32, 3), np.uint8)
+    first, second = core.restore(image), core.restore(image)
+    assert first.warnings == second.warnings == ["float16 on the CPU is about 10x slower than float32; using float32"]
+    assert first.new_problems == first.warnings and second.new_problems == [] and first.error is None
