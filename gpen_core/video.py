@@ -86,7 +86,8 @@ class VideoRestorer:
     detections, without delay (tracks still give ids and keep the face choice on one person). frame_rate: frames
     per second assumed when ``push`` is given no time. detector, select, face_indices, min_face_size, max_faces,
     score_threshold, alpha, mask, color_correction, batch_size, keep_crops, search_dirs, device, check_interrupt,
-    on_oom: as ``restore_faces``, except that ``select`` / ``face_indices`` / ``max_faces`` choose tracks (see
+    on_oom, upscaler, upscale_tile, on_upscale_progress: as ``restore_faces`` (faces are tracked in input px; with
+    an upscaler the frames come out larger), except that ``select`` / ``face_indices`` / ``max_faces`` choose tracks (see
     ``gpen_core.tracking.TrackSelector``). One instance per video: it remembers the previous frames.
     """
 
@@ -96,7 +97,8 @@ class VideoRestorer:
                  score_threshold: float | None = None, alpha: float = 1.0, mask: str = "auto",
                  color_correction: bool = False, batch_size: int = 4, keep_crops: bool = False,
                  search_dirs: Sequence = (), device=None, check_interrupt: Callable[[], None] | None = None,
-                 on_oom: Callable[[], None] | None = None):
+                 on_oom: Callable[[], None] | None = None, upscaler=None, upscale_tile: int | None = None,
+                 on_upscale_progress: Callable[[int, int], None] | None = None):
         if frame_rate <= 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
         self.model = model
@@ -111,7 +113,8 @@ class VideoRestorer:
         self.detect_options = {"score_threshold": score_threshold, "min_face_size": min_face_size}
         self.restore_options = dict(alpha=alpha, mask=mask, color_correction=color_correction,
                                     batch_size=batch_size, keep_crops=keep_crops, search_dirs=search_dirs,
-                                    check_interrupt=check_interrupt, on_oom=on_oom)
+                                    check_interrupt=check_interrupt, on_oom=on_oom, upscaler=upscaler,
+                                    upscale_tile=upscale_tile, on_upscale_progress=on_upscale_progress)
         self.search_dirs = tuple(search_dirs)
         self.device = device if device is not None else getattr(model, "device", None)
         self.pending: deque[_Pending] = deque()

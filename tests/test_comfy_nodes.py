@@ -421,7 +421,7 @@ def test_temporal_smoothing_treats_the_batch_as_video_frames(host, model, batch)
     frames = images[1:2].repeat(3, 1, 1, 1)  # the astronaut, three times: one face, one track
     frames[1, 25:95, 85:140] = 0.5  # the face hidden in the middle frame: the track bridges the gap
     options = dict(RESTORE_DEFAULTS, temporal_smoothing=True)
-    restored, faces, mask = host.run("GPENRestoreFaces", image=frames, gpen_model=model, **options)
+    restored, faces, mask, _, _ = host.run("GPENRestoreFaces", image=frames, gpen_model=model, **options)
     assert restored.shape == frames.shape and faces.shape == (3, 256, 256, 3) and mask.shape == frames.shape[:3]
     assert all(float(mask[i].max()) > 0.9 for i in range(3))
     assert torch.allclose(restored[0], restored[2], atol=1e-6)  # same face, same landmarks: same result
@@ -479,7 +479,7 @@ def test_upscale_model_input_restores_at_the_upscaled_size(make_host, host, mode
     images, _ = batch
     upscaler = ModelLoader().load_from_state_dict(realesrnet_state_dict(2, 1)["params_ema"]).eval()
     moves = _spy_moves(upscaler, monkeypatch)
-    restored, faces, mask = host.run("GPENRestoreFaces", image=images[:2], gpen_model=model, upscale_model=upscaler,
+    restored, faces, mask, _, _ = host.run("GPENRestoreFaces", image=images[:2], gpen_model=model, upscale_model=upscaler,
                                      **RESTORE_DEFAULTS)
     assert restored.shape == (2, 512, 512, 3) and mask.shape == (2, 512, 512) and faces.shape == (1, 256, 256, 3)
     assert float(mask[0].max()) == 0 and float(mask[1].max()) > 0.9
