@@ -63,9 +63,10 @@ def sniff_format(head: bytes) -> str:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text:
         return "an HTML page (a web page saved instead of the model: a login, error or download page)"
-    if text.startswith((b"{", b"[")):
+    printable = bool(text) and all(32 <= c < 127 or c in b"\t\r\n" for c in text[:64])
+    if printable and text.startswith((b"{", b"[")):
         return "a JSON text (often a server's error answer saved instead of the model)"
-    if text and all(32 <= c < 127 or c in b"\t\r\n" for c in text[:64]):
+    if printable:
         return f"a text file starting {head[:40].decode('ascii', 'replace').strip()!r}"
     return "unrecognised binary data"
 

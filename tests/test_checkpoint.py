@@ -203,6 +203,7 @@ def _onnx_bytes() -> bytes:
 @pytest.mark.parametrize("content,what", [
     (b"this is not a checkpoint at all" * 100, "a text file starting 'this is not a checkpoint"),
     (bytes(range(7, 256)) * 40, "unrecognised binary data"),
+    (b"[" + bytes(range(128, 256)) * 40, "unrecognised binary data"),  # random bytes that start like JSON
     (b"\n<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", "an HTML page"),
     (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 284\n", "a Git LFS pointer"),
     (b'{"detail": "Entry not found"}', "a JSON text"),
