@@ -24,7 +24,7 @@ from .tasks import Task, as_rgb, keep_luminance, paint_missing, resolve_task
 
 @torch.inference_mode()
 def run_network(model, crops: np.ndarray, normalized: bool = True) -> np.ndarray:
-    """(B, S, S, 3) uint8 RGB -> (B, S, S, 3) uint8 RGB through ``model.net``, on its device and dtype.
+    """(B, S, S, 3) uint8 RGB -> (B, S, S, 3) uint8 RGB through ``model.net``, on its device, in its compute_dtype.
 
     ``normalized``: pixels x/255 mapped to [-1, 1] and back (``is_norm=True``); else x/255 in [0, 1] and the
     output clamped to [0, 1] (seg2face). Output rounded to the nearest grey level.
@@ -32,7 +32,7 @@ def run_network(model, crops: np.ndarray, normalized: bool = True) -> np.ndarray
     x = torch.from_numpy(np.ascontiguousarray(crops)).to(model.device).permute(0, 3, 1, 2).float() / 255.0
     if normalized:
         x = (x - 0.5) / 0.5
-    y = model.net(x.to(model.dtype)).float()
+    y = model.net(x.to(model.compute_dtype)).float()  # fp16 weights on a CPU compute in fp32
     if normalized:
         y = y * 0.5 + 0.5
     return y.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -140,6 +140,11 @@ class ONNXModel(GPENModel):
         return _TORCH_TYPES[self.net.signature.inputs[0].dtype]
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """ONNX Runtime computes in the file's own type (:attr:`dtype`) on every device."""
+        return self.dtype
+
+    @property
     def providers(self) -> list[str]:
         """ONNX Runtime execution providers of the session, first preferred."""
         return list(self.net.session().get_providers())
