@@ -207,3 +207,6 @@ def test_command_line_refuses_a_face_model_as_upscaler(tiny_checkpoint, face_ima
     code = cli.main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
                      "--upscaler", "realesrnet_x2", "--models-dir", str(tmp_path), "--device", "cpu", "-q"])
     assert code == 1 and "python -m gpen_core download realesrnet_x2" in capsys.readouterr().err
+    code = cli.main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
+                     "--upscaler", str(tiny_checkpoint), "--aligned", "--device", "cpu", "-q"])
+    assert code == 1 and "--upscaler works on whole photos, not --aligned" in capsys.readouterr().err
