@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .errors import GPENError, ModelNotFoundError
+from .identify import MODEL_SUFFIXES, is_gpen_model
 
 FACEXLIB_FILES = {
     "detection": ("detection_Resnet50_Final.pth", "RetinaFace-R50.pth", "detection_mobilenet0.25_Final.pth"),
@@ -31,7 +32,7 @@ FACEXLIB_FILES = {
 FILE_ENV = {"detection": "GPEN_DETECTION_WEIGHTS", "parsing": "GPEN_PARSING_WEIGHTS"}
 DIR_ENV = "GPEN_FACEXLIB_DIR"
 MODELS_ENV = "GPEN_MODELS_DIR"
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".onnx")
+CHECKPOINT_SUFFIXES = MODEL_SUFFIXES
 
 PathLike = str | os.PathLike
 
@@ -111,14 +112,13 @@ def _first_in(folder: Path, names: Sequence[str]) -> Path | None:
 
 
 def find_gpen_models(search_dirs: Sequence[PathLike] = ()) -> list[Path]:
-    """GPEN checkpoint files (.pth/.pt/.safetensors/.onnx whose name contains "gpen", any case) in
-    ``search_dirs`` then ``default_model_dirs()``, not recursive; listed, never opened. Sorted by
-    folder order, then name."""
+    """GPEN model files (``identify.is_gpen_model``: "gpen" in the name, or a GPEN generator's tensor names, as
+    ModelScope's ``pytorch_model.pt``) in ``search_dirs`` then ``default_model_dirs()``, not recursive. Only
+    names are read from the files (cheap, cached). Sorted by folder order, then name."""
     found = []
     for folder in _unique([*map(Path, search_dirs), *default_model_dirs()]):
         if folder.is_dir():
-            found += sorted(p for p in folder.iterdir()
-                            if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES and "gpen" in p.name.lower())
+            found += sorted(p for p in folder.iterdir() if p.is_file() and is_gpen_model(p))
     return _unique(found)
 
 

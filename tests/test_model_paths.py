@@ -146,3 +146,11 @@ def test_largest_checkpoint_prefers_size_then_name(tmp_path):
     twin.write_bytes(TINY.read_bytes())
     assert largest_checkpoint([tiny, twin]) == twin  # equal sizes: the later name
     assert largest_checkpoint([]) is None
+
+
+def test_modelscope_file_is_found_by_its_tensor_names(clean):
+    folder = clean / "models" / "GPEN"
+    folder.mkdir(parents=True)
+    (folder / "pytorch_model.pt").write_bytes(TINY.read_bytes())  # ModelScope's name, GPEN's tensors
+    (folder / "GFPGANv1.4.pth").write_bytes(b"not gpen")
+    assert [p.name for p in find_gpen_models()] == ["pytorch_model.pt"]
