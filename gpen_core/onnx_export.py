@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -68,7 +69,7 @@ def export_onnx(source: str | Path, target: str | Path, *, opset: int | None = N
 
     Raises CheckpointError (source is not a GPEN checkpoint, or already ONNX), ExportError (target exists
     without ``overwrite``, the exporter failed, or the check failed: then nothing is left at ``target``),
-    MissingDependencyError (onnxruntime missing).
+    MissingDependencyError (onnxruntime or onnx missing).
     """
     started = time.perf_counter()
     opset = DEFAULT_OPSET if opset is None else opset
@@ -82,6 +83,11 @@ def export_onnx(source: str | Path, target: str | Path, *, opset: int | None = N
     if not 7 <= opset <= 25:
         raise ExportError(f"opset {opset} is outside 7-25; use {DEFAULT_OPSET} (or 10, as the official script).")
     ort = import_onnxruntime()
+    try:
+        import onnx  # noqa: F401  (torch's exporter writes the file through it)
+    except ImportError:
+        raise MissingDependencyError(f"exporting to ONNX needs the onnx package: run `{sys.executable} -m pip "
+                                     f"install onnx`.") from None
     net = build_network(read_state_dict(source), source)
     dtype = torch.float16 if fp16 else torch.float32
     net = net.to(dtype)
@@ -99,8 +105,6 @@ def export_onnx(source: str | Path, target: str | Path, *, opset: int | None = N
             try:
                 torch.onnx.export(net, (check.to(dtype),), str(tmp), input_names=["input"],
                                   output_names=["output"], opset_version=opset, dynamo=False)
-            except ImportError as exc:
-                raise MissingDependencyError(f"exporting needs the onnx package: pip install onnx ({exc})") from None
             except Exception as exc:  # noqa: BLE001 - the exporter raises many types
                 raise ExportError(f"torch could not export {source.name} at opset {opset}: "
                                   f"{str(exc).splitlines()[0][:300]}. Try --opset {DEFAULT_OPSET}.") from None

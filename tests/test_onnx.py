@@ -120,7 +120,7 @@ def test_export_round_trip_and_no_overwrite(exported, tiny_checkpoint, capsys):
     assert f"{path}  " in (listing := capsys.readouterr().out) and "256 px (ONNX float32, batch 1, opset 17)" in listing
 
 
-def test_export_refuses_a_non_gpen_file(tmp_path, official_onnx, capsys):
+def test_export_refuses_a_non_gpen_file(tmp_path, official_onnx, tiny_checkpoint, capsys, monkeypatch):
     other = tmp_path / "codeformer.safetensors"
     save_file({"quantize.embedding.weight": torch.zeros(4, 4), "position_emb": torch.zeros(4)}, str(other))
     with pytest.raises(gpen_core.CheckpointError, match="not a GPEN checkpoint.*CodeFormer"):
@@ -129,6 +129,10 @@ def test_export_refuses_a_non_gpen_file(tmp_path, official_onnx, capsys):
         export_onnx(official_onnx, tmp_path / "out.onnx")
     assert cli.main(["export-onnx", str(other), str(tmp_path)]) == 1
     assert "not a GPEN checkpoint" in capsys.readouterr().err
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "onnx", None)
+        with pytest.raises(gpen_core.MissingDependencyError, match="needs the onnx package.*pip install onnx"):
+            export_onnx(tiny_checkpoint, tmp_path / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codeformer.safetensors"]
 
 
