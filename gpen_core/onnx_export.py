@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import stat
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import torch
 from . import conv_ops
 from .checkpoint import build_network, read_state_dict
 from .errors import CheckpointError, ExportError, MissingDependencyError
+from .files import TEMP_PREFIX
 from .onnx_backend import CPU_PROVIDER, import_onnxruntime
 from .onnx_file import gpen_onnx_size, is_onnx_file, read_signature
 
@@ -94,9 +96,9 @@ def export_onnx(source: str | Path, target: str | Path, *, opset: int | None = N
     size = net.config.size
     check = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    # files.py's temp naming (cleaned up after a killed run) and mode: 0666 & ~umask, as a plain write gives.
+    tmp = target.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
     try:
         with _standard_ops(), torch.inference_mode():
             expected = net(check.to(dtype)).float().numpy()
@@ -119,6 +121,8 @@ def export_onnx(source: str | Path, target: str | Path, *, opset: int | None = N
                               f"--opset or an fp32 export.")
         if target.exists() and not overwrite:
             raise ExportError(f"{target} appeared while exporting; add --overwrite to replace it.")
+        if target.exists():
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))  # a replaced file keeps its mode
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

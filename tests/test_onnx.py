@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -105,6 +107,9 @@ def test_export_round_trip_and_no_overwrite(exported, tiny_checkpoint, capsys):
     assert max_error <= 1e-4 and "256 px, float32, opset 17" in printed
     folder = path.parent
     assert sorted(p.name for p in folder.iterdir()) == ["GPEN-BFR-2048.onnx"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as a plain write, not a temp file's 0600
     signature = read_signature(path)
     assert [(i.name, i.dtype, i.dims) for i in signature.inputs] == [("input", "float32", (1, 3, 256, 256))]
     assert [(o.name, o.dims) for o in signature.outputs] == [("output", (1, 3, 256, 256))]
