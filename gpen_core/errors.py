@@ -39,3 +39,7 @@ class TaskError(GPENError, ValueError):
 
 class OptionError(GPENError, ValueError):
     """An option has a value of the wrong type or outside its range."""
+
+
+class VideoError(GPENError, ValueError):
+    """A video file cannot be read or written (damaged, no video stream, unsupported format)."""
