@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -73,10 +74,30 @@ def _to_uint16(frame: torch.Tensor) -> np.ndarray:
     return np.rint(frame.float().clamp(0, 1).cpu().numpy() * 65535.0).astype(np.uint16)
 
 
+_Restored = tuple[np.ndarray, int, list[np.ndarray], np.ndarray]  # image, faces, restored crops, paste mask
+
+
+def _images(image: torch.Tensor, gpen_model, progress: _FaceProgress, options: dict) -> Iterator[_Restored]:
+    """Each image on its own (gpen_core.restore_faces)."""
+    for frame in image:
+        model_management.throw_exception_if_processing_interrupted()
+        result = gpen_core.restore_faces(_to_uint16(frame), gpen_model, on_progress=progress.update, **options)
+        crops = [face.restored for face in result.faces if face.restored is not None]
+        yield result.image, result.n_faces, crops, result.mask
+
+
+def _frames(image: torch.Tensor, gpen_model, progress: _FaceProgress, options: dict) -> Iterator[_Restored]:
+    """The batch as consecutive frames of one video (gpen_core.restore_frames); progress counts frames."""
+    frames = (_to_uint16(frame) for frame in image)
+    for result in gpen_core.restore_frames(frames, gpen_model, keep_crops=True, **options):
+        yield result.image, len(result.faces), result.crops, result.mask
+
+
 def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: str, face_selection: str,
-            min_face_size: int, alpha: float, mask: str, color_correction: bool,
+            min_face_size: int, alpha: float, mask: str, color_correction: bool, temporal_smoothing: bool = False,
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Restore the faces of every image of an IMAGE batch.
+    """Restore the faces of every image of an IMAGE batch; with ``temporal_smoothing`` the batch is consecutive video
+    frames (gpen_core.video: faces tracked, landmarks smoothed).
 
     Returns (restored IMAGE (B,H,W,C), face crops IMAGE (N,S,S,3) with N the faces of the whole batch, or one black
     S x S image when there are none, MASK (B,H,W)), float32 in [0,1] on the CPU.
@@ -86,27 +107,25 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     model_management.free_memory(model_management.module_size(gpen_model.net) + work_bytes, device)
     progress = _FaceProgress(len(image))
     search_dirs = face_weight_dirs()
+    options = dict(detector=detector, select=face_selection, min_face_size=min_face_size, alpha=alpha, mask=mask,
+                   color_correction=color_correction, batch_size=FACE_BATCH, search_dirs=search_dirs, device=device,
+                   check_interrupt=model_management.throw_exception_if_processing_interrupted, on_oom=_on_oom)
     gpen_model.to(device)
     try:
-        results = []
-        for frame in image:
-            model_management.throw_exception_if_processing_interrupted()
-            result = gpen_core.restore_faces(
-                _to_uint16(frame), gpen_model, detector=detector, select=face_selection,
-                min_face_size=min_face_size, alpha=alpha, mask=mask, color_correction=color_correction,
-                batch_size=FACE_BATCH, search_dirs=search_dirs, device=device, on_progress=progress.update,
-                check_interrupt=model_management.throw_exception_if_processing_interrupted,
-                on_oom=_on_oom)
-            progress.image_done(result.n_faces)
-            results.append(result)
+        images, crops, masks = [], [], []
+        for restored, n_faces, faces, paste_mask in (_frames if temporal_smoothing else _images)(
+                image, gpen_model, progress, options):
+            progress.image_done(n_faces)
+            images.append(restored)
+            crops += faces
+            masks.append(paste_mask)
     finally:
         gpen_model.to(model_management.unet_offload_device())
-    crops = [face.restored for result in results for face in result.faces if face.restored is not None]
     if not crops:
         crops = [np.zeros((gpen_model.size, gpen_model.size, 3), np.uint8)]
-    return (torch.from_numpy(np.stack([result.image for result in results]).astype(np.float32) / 65535.0),
+    return (torch.from_numpy(np.stack(images).astype(np.float32) / 65535.0),
             torch.from_numpy(np.stack(crops)).float() / 255.0,
-            torch.from_numpy(np.stack([result.mask for result in results])))
+            torch.from_numpy(np.stack(masks)))
 
 
 def aligned(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, task: str,

@@ -76,6 +76,12 @@ def _restore_inputs() -> dict[str, tuple]:
             "default": False,
             "tooltip": "Match the restored face's colours to the original face (use when the faces come back "
                        "with a colour cast)."}),
+        "temporal_smoothing": ("BOOLEAN", {
+            "default": False,
+            "tooltip": "Turn on when the IMAGE batch is consecutive frames of one video (e.g. from a video "
+                       "loader): faces are followed from frame to frame, their landmarks smoothed and short "
+                       "detection gaps bridged, so restored faces do not flicker and face_selection stays on one "
+                       "person. Leave off for unrelated images."}),
     }
 
 

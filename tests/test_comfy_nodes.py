@@ -229,7 +229,7 @@ def batch() -> tuple[torch.Tensor, list[int]]:
 
 
 RESTORE_DEFAULTS = dict(detector="mtcnn", face_selection="all", min_face_size=0, alpha=1.0, mask="rectangle",
-                        color_correction=False)
+                        color_correction=False, temporal_smoothing=False)
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -245,7 +245,8 @@ def test_v3_registers_only_the_entrypoint_with_tooltips_everywhere(host):
     assert [s.io_type for s in loader.outputs] == ["GPEN_MODEL"]
     assert [(s.id, s.io_type) for s in restore.inputs] == [
         ("image", "IMAGE"), ("gpen_model", "GPEN_MODEL"), ("detector", "COMBO"), ("face_selection", "COMBO"),
-        ("min_face_size", "INT"), ("alpha", "FLOAT"), ("mask", "COMBO"), ("color_correction", "BOOLEAN")]
+        ("min_face_size", "INT"), ("alpha", "FLOAT"), ("mask", "COMBO"), ("color_correction", "BOOLEAN"),
+        ("temporal_smoothing", "BOOLEAN")]
     assert [s.io_type for s in restore.outputs] == ["IMAGE", "IMAGE", "MASK"]
     # ComfyUI's V3 Schema.validate: ids unique across inputs and outputs.
     ids = [s.id for s in restore.inputs] + [s.id for s in restore.outputs]
@@ -267,7 +268,7 @@ def test_v1_fallback_without_comfy_api_v3(make_host, api):
     assert list(aligned["required"]) == ["image", "gpen_model", "task"] and list(aligned["optional"]) == ["mask"]
     inputs = v1["GPENRestoreFaces"].INPUT_TYPES()["required"]
     assert list(inputs) == ["image", "gpen_model", "detector", "face_selection", "min_face_size", "alpha", "mask",
-                            "color_correction"]
+                            "color_correction", "temporal_smoothing"]
     assert inputs["detector"][0] == ["auto", "retinaface", "mtcnn"]
     assert all(len(options["tooltip"]) > 20 for _, options in inputs.values())
     assert v1["GPENRestoreFaces"].RETURN_TYPES == ("IMAGE", "IMAGE", "MASK")
@@ -365,6 +366,18 @@ def test_face_selection_and_min_size_are_passed_on(host, model, batch):
     assert host.run("GPENRestoreFaces", image=images[2:], gpen_model=model, **options)[1].shape[0] == 1
     options = dict(RESTORE_DEFAULTS, min_face_size=40)  # the Solvay faces are 35-50 px boxes
     assert 0 < host.run("GPENRestoreFaces", image=images[2:], gpen_model=model, **options)[1].shape[0] < 4
+
+
+def test_temporal_smoothing_treats_the_batch_as_video_frames(host, model, batch):
+    images, _ = batch
+    frames = images[1:2].repeat(3, 1, 1, 1)  # the astronaut, three times: one face, one track
+    frames[1, 25:95, 85:140] = 0.5  # the face hidden in the middle frame: the track bridges the gap
+    options = dict(RESTORE_DEFAULTS, temporal_smoothing=True)
+    restored, faces, mask = host.run("GPENRestoreFaces", image=frames, gpen_model=model, **options)
+    assert restored.shape == frames.shape and faces.shape == (3, 256, 256, 3) and mask.shape == frames.shape[:3]
+    assert all(float(mask[i].max()) > 0.9 for i in range(3))
+    assert torch.allclose(restored[0], restored[2], atol=1e-6)  # same face, same landmarks: same result
+    assert host.utils.ProgressBar.updates[-1] == (3, 3)
 
 
 def test_out_of_memory_retries_with_smaller_face_batches(host, model, batch, monkeypatch):
