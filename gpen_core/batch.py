@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .errors import GPENError
 from .imageio import DEFAULT_MAX_PIXELS, check_format, read_image_file, write_image
-from .inputs import IMAGE, InputItem
+from .inputs import IMAGE, VIDEO, InputItem
 from .outputs import OutputPlanner
 
 
@@ -32,7 +32,8 @@ class BatchSettings:
     detection. ext/suffix: output name (see `imageio.output_path`). quality: JPEG/WebP 1..100.
     save_faces: write each face's aligned and restored crops to `<outdir>/faces/`. max_pixels: per input
     (all frames together), None = no limit. aligned_task: None = find faces (`pipeline.restore_faces`); a task
-    name (or "auto") = every frame is an aligned face crop (`aligned.restore_aligned_image`)."""
+    name (or "auto") = every frame is an aligned face crop (`aligned.restore_aligned_image`). video: keyword
+    arguments for `video.restore_video` beyond the `restore` ones (crf, temporal_smoothing)."""
     restore: dict = field(default_factory=dict)
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
     ext: str | None = None
@@ -41,6 +42,7 @@ class BatchSettings:
     save_faces: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     aligned_task: str | None = None
+    video: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Progress:
         self.total, self.done, self.quiet = total, 0, quiet
         interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = tqdm(total=total, unit="image", file=self.stream) if interactive and not quiet else None
+        self._next_line = 30.0  # seconds into a video when the next progress line is due (off a terminal)
 
     def start(self, item: InputItem) -> None:
         if self.bar is not None:
@@ -76,7 +79,20 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(f"{item.path.name} {done}/{total} faces")
 
+    def frames(self, item: InputItem, done: int, total: int | None, elapsed: float) -> None:
+        """Video progress: frames done of `total` (None if unknown) after `elapsed` seconds, with frames/s and
+        the time left; off a terminal one line every 30 s."""
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = f", {(total - done) / rate / 60:.1f} min left" if total and rate > 0 and total >= done else ""
+        text = f"{item.path.name} {done}/{total or '?'} frames, {rate:.2f} frames/s{left}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+        elif not self.quiet and elapsed >= self._next_line:
+            self._next_line = elapsed + 30.0
+            print(text, file=self.stream, flush=True)
+
     def finished(self, item: InputItem, record: dict | None) -> None:
+        self._next_line = 30.0
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -172,8 +188,35 @@ def restore_image_file(item: InputItem, model, out: Path, planner: OutputPlanner
     return record
 
 
+def restore_video_file(item: InputItem, model, out: Path, planner: OutputPlanner, settings: BatchSettings,
+                       progress: Progress, protect: list[Path]) -> dict:
+    """Restore one video file into `out` (gpen_core.video.restore_video); the record lists every frame's faces."""
+    from .video import VideoError, frame_record, restore_video
+
+    if settings.aligned_task is not None:
+        raise VideoError(f"{item.path}: --aligned takes aligned face images, not videos; restore the video "
+                         "without --aligned")
+    started = time.perf_counter()
+    frames: list[dict] = []
+    options = {k: v for k, v in settings.restore.items() if k != "keep_crops"}
+    result = restore_video(
+        item.path, out, model, protect=protect, **settings.video, **options,
+        on_frame=lambda index, _, frame: frames.append(frame_record(index, frame)),
+        on_progress=lambda done, total: progress.frames(item, done, total, time.perf_counter() - started))
+    for note in result.dropped:
+        progress.message(f"warning: {item.path}: stream {note}; not copied")
+    wall = time.perf_counter() - started
+    return {"input": str(item.path), "output": str(out), "kind": "video", "width": result.width,
+            "height": result.height, "n_frames": result.n_frames, "frame_rate": round(result.frame_rate, 4),
+            "duration": round(result.duration, 4), "rotation": result.rotation, "codec": result.codec,
+            "pix_fmt": result.pix_fmt, "copied_streams": result.copied, "dropped_streams": result.dropped,
+            "n_tracks": result.n_tracks, "n_faces": sum(len(f["faces"]) for f in frames),
+            "frames_per_second": round(result.n_frames / wall, 3), "frames": frames,
+            "timings": {"wall": round(wall, 4)}}
+
+
 #: Input kind -> function restoring one such input; returns the input's report record.
-HANDLERS: dict[str, Handler] = {IMAGE: restore_image_file}
+HANDLERS: dict[str, Handler] = {IMAGE: restore_image_file, VIDEO: restore_video_file}
 
 
 def _index_warning(where: str, indices, n_detected: int) -> str | None:

@@ -35,6 +35,7 @@ from .download import SOURCES, checkpoint_filename, default_download_dir, downlo
 from .errors import CheckpointError, GPENError, ModelNotFoundError
 from .imageio import DEFAULT_MAX_PIXELS
 from .options import DETECTORS, DTYPE_CHOICES, MASK_KINDS, SELECT_MODES, TASK_CHOICES
+from .video import DEFAULT_CRF
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Name preferences when several checkpoints are found and --model is not given.
@@ -80,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gpen_core", description="GPEN blind face restoration.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("restore", help="restore the faces of photos",
-                       description="Restore every face of each input image and write the result to OUTDIR. "
+    r = sub.add_parser("restore", help="restore the faces of photos and videos",
+                       description="Restore every face of each input image or video and write the result to OUTDIR. "
                                    "Inputs are never overwritten; an existing file of another name in OUTDIR is "
                                    "kept (the result gets a _1 name) unless --overwrite is given.")
-    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     r.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR")
     r.add_argument("--recursive", action="store_true", help="also look into sub-folders of folder inputs")
     m = r.add_argument_group("model")
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger images (all frames together; default {DEFAULT_MAX_PIXELS}; 0 = no limit)")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress (warnings and errors still shown)")
+    v = r.add_argument_group("video (mp4, m4v, mov, mkv, webm, avi; needs `pip install av`; written in the "
+                             "input's format, sound and subtitles copied)")
+    v.add_argument("--crf", type=_crf, default=DEFAULT_CRF, metavar="Q",
+                   help=f"quality 0..51, lower = better and larger (default {DEFAULT_CRF}, visually lossless)")
+    v.add_argument("--temporal-smoothing", action=argparse.BooleanOptionalAction, default=True,
+                   help="follow faces from frame to frame and smooth their landmarks (default on; "
+                        "--no-temporal-smoothing uses each frame's own detections)")
     r.set_defaults(func=cmd_restore)
 
     ls = sub.add_parser("models", help="list the GPEN checkpoints found")
@@ -162,7 +170,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .batch import BatchSettings, Progress, restore_batch
     from .devices import resolve_device
     from .files import check_writable_file, check_writable_folder, remove_stale_temp_files, unreadable_reason
-    from .inputs import collect_inputs, load_landmarks
+    from .inputs import IMAGE, collect_inputs, load_landmarks
     from .outputs import OutputPlanner
     from .report import build_report, is_report, write_report
 
@@ -184,7 +192,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
             _log(args, f"removed {stale} (temp file of an interrupted earlier run)")
     planner = OutputPlanner(args.output_dir, inputs.paths, overwrite=args.overwrite,
                             note=lambda text: print(f"note: {text}", file=sys.stderr))
-    planned = {item.path: planner.result_path(item.path, ext=args.ext, suffix=args.suffix) for item in inputs.items}
+    planned = {item.path: planner.result_path(item.path, ext=args.ext if item.kind == IMAGE else item.path.suffix,
+                                              suffix=args.suffix) for item in inputs.items}
     if args.report:
         _check_report_path(args.report, inputs.paths, planned.values(), args.overwrite, is_report)
         check_writable_file(args.report, "report file")
@@ -201,7 +210,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
                      alpha=args.alpha, mask=args.mask, color_correction=args.color_correction,
                      batch_size=args.batch_size, search_dirs=tuple(args.models_dir), device=model.device),
         landmarks=landmarks, ext=args.ext, suffix=args.suffix, quality=args.quality, save_faces=args.save_faces,
-        max_pixels=args.max_pixels or None, aligned_task=args.task if args.aligned else None)
+        max_pixels=args.max_pixels or None, aligned_task=args.task if args.aligned else None,
+        video=dict(crf=args.crf, temporal_smoothing=args.temporal_smoothing))
     result = restore_batch(inputs.items, model, planned, planner, settings,
                            Progress(len(inputs.items), quiet=args.quiet))
 
@@ -361,7 +371,7 @@ def _warn_unused_landmarks(table: dict, inputs: list[Path]) -> None:
 
 def _report_options(args) -> dict:
     keys = ("detector", "select", "faces", "min_face_size", "max_faces", "score_threshold", "alpha",
-            "color_correction", "mask", "batch_size", "aligned", "task")
+            "color_correction", "mask", "batch_size", "aligned", "task", "crf", "temporal_smoothing")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -484,6 +494,13 @@ def _quality(text: str) -> int:
     value = _int(text)
     if not 1 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
+    return value
+
+
+def _crf(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"must be between 0 (lossless) and 51, got {value}")
     return value
 
 

@@ -23,10 +23,11 @@ import numpy as np
 from .errors import GPENError
 from .files import is_temp_file, unreadable_reason
 from .imageio import IMAGE_EXTENSIONS, written_by_gpen_core
+from .video import VIDEO_EXTENSIONS
 
-IMAGE = "image"
+IMAGE, VIDEO = "image", "video"
 #: Lower-case extension -> kind of input.
-INPUT_KINDS: dict[str, str] = dict.fromkeys(IMAGE_EXTENSIONS, IMAGE)
+INPUT_KINDS: dict[str, str] = {**dict.fromkeys(IMAGE_EXTENSIONS, IMAGE), **dict.fromkeys(VIDEO_EXTENSIONS, VIDEO)}
 
 
 class InputError(GPENError, ValueError):
@@ -52,7 +53,7 @@ class InputList:
 
 
 def classify_input(path: Path) -> str | None:
-    """The kind of input `path` is by its extension ("image"), or None when it is not handled."""
+    """The kind of input `path` is by its extension ("image", "video"), or None when it is not handled."""
     return INPUT_KINDS.get(Path(path).suffix.lower())
 
 

@@ -3,6 +3,8 @@
 Top-level keys: generator ("gpen_core"), model {path, size}, device, dtype, options, n_images, n_faces,
 n_failed, interrupted, unprocessed (inputs not done when the run was stopped), skipped ([{input, reason}]
 for files passed over in folders), images, failed. Boxes and landmarks are image pixels (x, y).
+A video's record has kind "video" and a `frames` list: per frame its index, time (s), scene_cut and faces,
+each with its track id, box, the 5 landmarks used to align and paste, score and detected (False: bridged).
 """
 
 from __future__ import annotations

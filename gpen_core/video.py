@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 import time as clock
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MissingDependencyError, VideoError
+from .files import TEMP_PREFIX
 from .smoothing import SmoothingParams
 from .tracking import FaceTracker, SceneCutDetector, TrackedFace, TrackHistory, TrackSelector
 
@@ -244,9 +245,7 @@ def restore_video(src: str | os.PathLike, dst: str | os.PathLike, model, *, crf:
     started = clock.perf_counter()
     probe = _probe(av, src)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = dst.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp"  # see gpen_core.files
     try:
         result = _transcode(av, src, tmp, muxer, model, probe, crf=crf, preset=preset, on_progress=on_progress,
                             on_frame=on_frame, options=options)
