@@ -191,7 +191,8 @@ def restore_image_file(item: InputItem, model, out: Path, planner: OutputPlanner
 def restore_video_file(item: InputItem, model, out: Path, planner: OutputPlanner, settings: BatchSettings,
                        progress: Progress, protect: list[Path]) -> dict:
     """Restore one video file into `out` (gpen_core.video.restore_video); the record lists every frame's faces."""
-    from .video import VideoError, frame_record, restore_video
+    from .errors import VideoError
+    from .video import frame_record, restore_video
 
     if settings.aligned_task is not None:
         raise VideoError(f"{item.path}: --aligned takes aligned face images, not videos; restore the video "

@@ -53,6 +53,7 @@ def _moving_frames(photo: np.ndarray, n: int, scale: float = 0.6) -> list[np.nda
 def _write_clip(path: Path, frames, *, audio: bool = True, pts=None, time_base=None, rotation: int = 0,
                 subtitle: bytes | None = None, video: bool = True) -> None:
     with av.open(str(path), "w") as container:
+        container.metadata["title"] = "Grandma, 1987"
         stream = None
         if video:
             stream = container.add_stream("libx264", rate=FPS, options={"crf": "16", "preset": "ultrafast"})
@@ -161,6 +162,8 @@ def test_clip_keeps_its_shape_and_audio_and_landmarks_are_smoothed(moving_clip, 
     assert restored["times"] == pytest.approx(source["times"], abs=1e-6)
     assert restored["duration"] == pytest.approx(source["duration"], abs=0.5 / FPS)
     assert _packets(out, "audio") == _packets(moving_clip, "audio")
+    with av.open(str(out)) as container:
+        assert container.metadata.get("title") == "Grandma, 1987"
 
     raw, used = np.array(raw), np.array(used)
     offset = _path(np.arange(40.0))[:, None, :]
