@@ -206,12 +206,16 @@ def restore_video_file(item: InputItem, model, out: Path, planner: OutputPlanner
         on_progress=lambda done, total: progress.frames(item, done, total, time.perf_counter() - started))
     for note in result.dropped:
         progress.message(f"warning: {item.path}: stream {note}; not copied")
+    if result.decode_errors:
+        progress.message(f"warning: {item.path}: {result.decode_errors} damaged video packets skipped "
+                         "(their frames are missing from the result)")
     wall = time.perf_counter() - started
     return {"input": str(item.path), "output": str(out), "kind": "video", "width": result.width,
             "height": result.height, "n_frames": result.n_frames, "frame_rate": round(result.frame_rate, 4),
             "duration": round(result.duration, 4), "rotation": result.rotation, "codec": result.codec,
             "pix_fmt": result.pix_fmt, "copied_streams": result.copied, "dropped_streams": result.dropped,
             "n_tracks": result.n_tracks, "n_faces": sum(len(f["faces"]) for f in frames),
+            "decode_errors": result.decode_errors,
             "frames_per_second": round(result.n_frames / wall, 3), "frames": frames,
             "timings": {"wall": round(wall, 4)}}
 

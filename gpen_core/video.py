@@ -204,13 +204,6 @@ class VideoResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def video_output_path(source: Path, outdir: Path, *, suffix: str = "", taken: Iterable[Path] = ()) -> Path:
-    """``outdir/<stem><suffix><ext>`` with the source's own extension; a name in ``taken`` gets ``_1``, ``_2``..."""
-    from .imageio import output_path
-    ext = source.suffix.lower() if source.suffix.lower() in _MUXERS else ".mp4"
-    return output_path(source, outdir, ext=ext, suffix=suffix, taken=taken)
-
-
 def restore_video(src: str | os.PathLike, dst: str | os.PathLike, model, *, crf: int = DEFAULT_CRF,
                   preset: str = "medium", protect: Iterable[str | os.PathLike] = (),
                   on_progress: Callable[[int, int | None], None] | None = None,
@@ -331,7 +324,8 @@ def _transcode(av, src: Path, tmp: Path, muxer: str, model, probe: _Probe, *, cr
         ctx, out_ctx = video.codec_context, out_video.codec_context
         if video.sample_aspect_ratio:
             out_ctx.sample_aspect_ratio = video.sample_aspect_ratio
-        colour = {"colorspace": ctx.colorspace, "color_range": ctx.color_range or (2 if "yuvj" in probe.format else 0),
+        full_range = 2 if "yuvj" in probe.format else 0  # AVCOL_RANGE_JPEG: yuvj* formats are full range
+        colour = {"colorspace": ctx.colorspace, "color_range": ctx.color_range or full_range,
                   "color_primaries": ctx.color_primaries, "color_trc": ctx.color_trc}
         for name, value in colour.items():
             if value:
