@@ -17,7 +17,7 @@ import comfy.utils
 from comfy import model_management
 
 from .. import gpen_core
-from ..gpen_core.devices import resolve_dtype
+from ..gpen_core.devices import compute_dtype, resolve_dtype
 from ..gpen_core.download import with_download_command
 from ..gpen_core.network import batches_faces
 from ..gpen_core.pipeline import working_memory_bytes
@@ -134,6 +134,10 @@ def restore(image: torch.Tensor, gpen_model: gpen_core.GPENModel, *, detector: s
     gpen_model.to(device)
     if upscale_model is not None:
         upscale_model.to(device)
+    computed = compute_dtype(gpen_model.dtype, device, warn=False)
+    if computed != gpen_model.dtype:  # gpen_core's policy (devices.compute_dtype): fp16 on the CPU computes in fp32
+        log.warning("GPEN Restore Faces: the model is %s, 10-12x slower than fp32 on %s, so it computes in %s there; "
+                    "choose fp32 (or auto) in Load GPEN Model for CPU runs.", gpen_model.dtype, device, computed)
     try:
         lines, images, crops, masks = [], [], [], []
         for restored, n_found, n_done, faces, paste_mask, seconds in (_frames if temporal_smoothing else _images)(

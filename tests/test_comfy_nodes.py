@@ -583,3 +583,22 @@ def test_example_workflow_finds_faces_in_the_photo_it_loads(make_host, model, ca
     assert count >= 10
     assert f"image 1 of 1 (batch index 0): {count} faces restored" in caplog.text  # a console line per image
 
+
+
+def test_defaults_find_all_29_solvay_faces(host, model, monkeypatch):
+    """The node's own default settings find every face of the Solvay 1927 photo (the README's showcase)."""
+    defaults = {s.id: s.options["default"] for s in host.nodes()["GPENRestoreFaces"].define_schema().inputs
+                if "default" in s.options}
+    image = torch.from_numpy(_rgb(DATA / "solvay_conference_1927.png")[None] / 255.0).float()
+    _skip_network(model, monkeypatch)
+    count, info = host.run("GPENRestoreFaces", image=image, gpen_model=model, **defaults)[3:]
+    assert count == 29, info
+
+
+def test_fp16_on_the_cpu_is_said_in_the_tooltip_and_the_console(host, batch, caplog):
+    tip = host.nodes()["GPENModelLoader"].define_schema().inputs[1].options["tooltip"]
+    assert "CPU fp16 is 10-12x slower, so it computes in fp32" in tip
+    (half,) = host.run("GPENModelLoader", model_name=TINY.name, dtype="fp16")
+    with caplog.at_level(logging.INFO):
+        host.run("GPENRestoreFaces", image=batch[0][:1], gpen_model=half, **RESTORE_DEFAULTS)
+    assert "the model is torch.float16, 10-12x slower than fp32 on cpu, so it computes in torch.float32" in caplog.text
