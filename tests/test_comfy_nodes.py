@@ -584,7 +584,6 @@ def test_example_workflow_finds_faces_in_the_photo_it_loads(make_host, model, ca
     assert f"image 1 of 1 (batch index 0): {count} faces restored" in caplog.text  # a console line per image
 
 
-
 def test_defaults_find_all_29_solvay_faces(host, model, monkeypatch):
     """The node's own default settings find every face of the Solvay 1927 photo (the README's showcase)."""
     defaults = {s.id: s.options["default"] for s in host.nodes()["GPENRestoreFaces"].define_schema().inputs
