@@ -193,7 +193,12 @@ def test_command_line_upscales_and_restores_at_twice_the_size(x2_file, face_imag
     x, y = np.asarray(face["landmarks"]).mean(0).round().astype(int)
     upscaled = upscale.upscale_image(face_image, upscale.load_upscaler(x2_file, device="cpu"))
     assert np.abs(whole[y - 20:y + 20, x - 20:x + 20].astype(float) - upscaled[y - 20:y + 20, x - 20:x + 20]).mean() > 5
-    assert np.abs(whole[:8].astype(float) - upscaled[:8]).mean() < 0.5  # above the face: the upscaled photo
+    library = gpen_core.restore_faces(face_image, gpen_core.load_model(tiny_checkpoint, device="cpu"), landmarks=points,
+                                      upscaler=upscale.load_upscaler(x2_file, device="cpu"), alpha=0.8,
+                                      mask="rectangle", upscale_tile=400)
+    assert np.abs(whole.astype(int) - library.image).max() <= 1  # the command line is the library call
+    outside = library.mask == 0  # where no face reaches: the upscaled photo
+    assert outside.any() and np.abs(whole[outside].astype(float) - upscaled[outside]).mean() < 0.5
     assert np.abs(tiled.astype(float) - whole).mean() < 0.5
 
 
