@@ -75,6 +75,7 @@ def test_full_composite_matches_the_opencv_path(tiny_checkpoint, faces, layout, 
     """restore_faces on the torch path (run on the CPU here) against the OpenCV path: every pixel within one
     grey level, with the real network; small faces (blurred) too."""
     image, landmarks = faces
+    landmarks = landmarks[:2]  # two of the four faces: the same code paths at half the test time
     model = gpen_core.load_model(tiny_checkpoint, device="cpu")
     for scale in (1.0, 0.4):
         small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
