@@ -145,48 +145,6 @@ def measure_load(pth: Path, runs: int = 3) -> list[dict]:
     return results
 
 
-def frame_1080p() -> "np.ndarray":
-    """A 1920x1080 RGB uint8 frame with one face about 250 px wide: the astronaut test photo, scaled,
-    on a grey background (tests/data/astronaut.jpg; gpen_core/samples when installed without tests)."""
-    import cv2
-    import numpy as np
-
-    root = Path(__file__).resolve().parent
-    for candidate in (root.parent / "tests" / "data" / "astronaut.jpg", root / "samples" / "astronaut.jpg"):
-        if candidate.is_file():
-            photo = cv2.cvtColor(cv2.imread(str(candidate)), cv2.COLOR_BGR2RGB)
-            break
-    else:
-        raise FileNotFoundError("astronaut.jpg not found (tests/data or gpen_core/samples)")
-    face = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    frame = np.full((1080, 1920, 3), 96, np.uint8)
-    frame[28:1052, 448:1472] = face
-    return frame
-
-
-def measure_frame(path: Path, device: str, runs: int = 3) -> dict:
-    """One 1080p frame with one face through restore_faces (MTCNN, rectangle mask) with the checkpoint at
-    ``path`` (the 512 layout): median milliseconds outside the network, also as a multiple of one 4096x4096
-    fp32 matmul's time measured in the same process."""
-    from .checkpoint import load_model
-    from .pipeline import restore_faces
-
-    model = load_model(path, device=device)
-    frame = frame_1080p()
-    restore_faces(frame, model, detector="mtcnn", mask="rectangle")  # warm-up (detector weights, caches)
-    rows = []
-    for _ in range(runs):
-        _sync(torch.device(device))
-        result = restore_faces(frame, model, detector="mtcnn", mask="rectangle")
-        timings = result.timings
-        rows.append((timings["total"] - timings["network"], timings, result.n_faces))
-    outside, timings, faces = sorted(rows, key=lambda row: row[0])[len(rows) // 2]
-    matmul_seconds = 2 * 4096**3 / (matmul_gflops(torch.device(device)) * 1e9)
-    return {"what": "frame", "device": device, "faces": faces, "outside_ms": 1000 * outside,
-            "stages_ms": {k: round(1000 * v, 1) for k, v in timings.items()},
-            "matmul_ms": 1000 * matmul_seconds, "outside_per_matmul": outside / matmul_seconds}
-
-
 def measure_pipeline(image_path: Path, path: Path, runs: int = 2) -> dict:
     """The whole pipeline on a photo with the checkpoint at ``path``: total seconds, share outside the network."""
     from .checkpoint import load_model
@@ -327,9 +285,11 @@ def _print_table(rows: list[dict]) -> None:
         elif row["what"] == "load":
             print(f"load    {row['format']:>11}  {row['megabytes']:.0f} MB  {row['seconds']:.3f} s")
         elif row["what"] == "frame":
-            print(f"frame   1920x1080 {row['faces']} face {row['device']:>4}  outside the network "
-                  f"{row['outside_ms']:.0f} ms = {row['outside_per_matmul']:.3f} x one 4096^2 fp32 matmul "
-                  f"({row['matmul_ms']:.0f} ms)  stages ms {row['stages_ms']}")
+            stages = {k: round(1000 * v, 1) for k, v in row["stages"].items()}
+            print(f"frame   1920x1080 {row['faces']} face  outside the network "
+                  f"{1000 * row['seconds_outside_network']:.0f} ms = {row['share_of_matmul']:.3f} x one 4096^2 "
+                  f"fp32 matmul ({1000 * row['matmul_seconds']:.0f} ms; target {row['target_share']})  "
+                  f"stages ms {stages}")
         elif row["what"] == "throughput":
             figure = (f"{row['faces_per_s']:8.1f} faces/s" if "faces_per_s" in row else f"error: {row['error']}")
             peak = f"  cuda peak {row['cuda_peak_gib']:.2f} GiB" if "cuda_peak_gib" in row else ""
@@ -368,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "forward":
             result: dict | list = measure_forward(Path(rest[0]), rest[1], args.device, args.runs)
         elif kind == "frame":
-            result = measure_frame(Path(rest[0]), args.device, args.runs)
+            from .bench_frame import measure_frame
+
+            result = measure_frame(device=args.device)
         elif kind == "throughput":
             result = measure_throughput(Path(rest[0]), args.device, rest[1].split(","),
                                         [int(b) for b in rest[2].split(",")], args.official_repo)
@@ -393,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             for dtype in dtypes:
                 report(_fresh_process(["forward", str(path), dtype, *common]))
         if not args.no_frame:
-            report(_fresh_process(["frame", str(write_checkpoint(folder, 512)), *common]))
+            report(_fresh_process(["frame", *common]))
         if cuda:
             official = ["--official-repo", str(args.official_repo)] if args.official_repo else []
             for size in args.throughput_sizes:

@@ -29,6 +29,10 @@ class _PassThrough:
     def restore_crops(self, crops: np.ndarray) -> np.ndarray:
         return crops
 
+    def restore_tensor(self, crops: torch.Tensor) -> torch.Tensor:
+        """The tensor form (as GPENModel's), so that on a GPU the frame takes the device path."""
+        return crops.float()
+
 
 def make_frame(photo: np.ndarray | None = None) -> np.ndarray:
     """(1080, 1920, 3) uint8 RGB: ``photo`` (default: a 512 px one-face photo) pasted at (700, 300) on grey."""
