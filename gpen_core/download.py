@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from . import model_paths
 from .errors import CheckpointError, GPENError, ModelNotFoundError
+from .files import OutputError, check_writable_folder
 
 _OSS = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/"
 _MODELSCOPE = ("https://www.modelscope.cn/api/v1/models/damo/cv_gpen_image-portrait-enhancement-hires/"
@@ -199,12 +200,9 @@ def _download_first_valid(final: Path, urls: Sequence[str], verify: Callable[[Pa
     `final` and return it."""
     dest_dir = final.parent
     try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the download folder {dest_dir} ({exc.strerror or exc}); "
-                            f"choose another folder with --dir") from exc
-    if not os.access(dest_dir, os.W_OK | os.X_OK):
-        raise DownloadError(f"the download folder {dest_dir} is not writable; choose another folder with --dir")
+        check_writable_folder(dest_dir, "download folder")
+    except OutputError as exc:
+        raise DownloadError(f"{exc} (--dir)") from exc
     failures = []
     for url in urls:
         part = part_path(final, url)

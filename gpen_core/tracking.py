@@ -22,31 +22,16 @@ from .smoothing import SmoothingParams, fit_landmarks
 
 
 @dataclass(eq=False)
-class TrackedFace:
-    """One face of one frame.
+class TrackedFace(Face):
+    """One face of one frame: a :class:`Face` (box, score, landmarks, in px) that belongs to a track.
 
-    track: id of the track (person) it belongs to, counting from 0 in a video.
-    landmarks: (5, 2) float32 (x, y) px, the landmarks to align with (smoothed, or filled in when bridged).
-    box: (4,) float32 x1, y1, x2, y2 px: the nearest detection's box, moved with the landmarks.
-    score: detector confidence in [0, 1] (of the nearest detection when bridged).
-    detected: False when the detector missed the face in this frame and the track bridged it.
+    landmarks: the landmarks to align with (smoothed, or filled in when bridged); box: the nearest detection's
+    box, moved with the landmarks; score: that detection's confidence. track: id of the track (person), counting
+    from 0 in a video. detected: False when the detector missed the face in this frame and the track bridged it.
     """
 
-    track: int
-    landmarks: np.ndarray
-    box: np.ndarray
-    score: float
+    track: int = 0
     detected: bool = True
-
-    @property
-    def area(self) -> float:
-        """Box area in px^2."""
-        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
-
-    @property
-    def center(self) -> np.ndarray:
-        """(2,) float32 (x, y) box centre in px."""
-        return ((self.box[0:2] + self.box[2:4]) / 2).astype(np.float32)
 
 
 class SceneCutDetector:
@@ -178,7 +163,7 @@ class TrackHistory:
                                           np.stack([s[2].landmarks for s in window]), time)
             shift = landmarks.mean(axis=0) - np.asarray(nearest.landmarks, np.float32).mean(axis=0)
             box = np.asarray(nearest.box, np.float32) + np.tile(shift, 2).astype(np.float32)
-            out.append(TrackedFace(track_id, landmarks, box, float(nearest.score), here is not None))
+            out.append(TrackedFace(box, float(nearest.score), landmarks, track=track_id, detected=here is not None))
         keep_from = index - max(radius, max_gap)
         for track_id in list(self.samples):
             self.samples[track_id] = [s for s in self.samples[track_id] if s[0] >= keep_from]
