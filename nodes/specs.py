@@ -6,7 +6,7 @@ from input names.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..gpen_core import options
@@ -23,15 +23,14 @@ TASKS = list(options.TASK_CHOICES)
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node: ComfyUI id, menu name, description, inputs (a function: file lists change at runtime), outputs,
-    and optional inputs (may be left unconnected)."""
+    """One node: ComfyUI id, menu name, description, inputs (a function: file lists change at runtime; an entry
+    with ``"optional": True`` may be left unconnected), outputs."""
 
     node_id: str
     display_name: str
     description: str
     inputs: Callable[[], dict[str, tuple]]
     outputs: list[tuple[str, str, str]]
-    optional: Callable[[], dict[str, tuple]] = field(default=lambda: {})
 
 
 def _loader_inputs() -> dict[str, tuple]:
@@ -134,13 +133,10 @@ def _aligned_inputs() -> dict[str, tuple]:
             "tooltip": "auto = what the model's official file name says (restore for other names); restore, "
                        "colorize (grey faces in), inpaint (white or masked holes filled), seg2face (a "
                        "colour-coded face-parsing map in). A task the file was not trained for is refused."}),
-    }
-
-
-def _aligned_optional() -> dict[str, tuple]:
-    return {
-        "mask": ("MASK", {"tooltip": "Inpainting only: 1 where the face is missing (painted white before GPEN "
-                                     "fills it). One mask for the batch, or one per image; the images' size."}),
+        "mask": ("MASK", {
+            "optional": True,
+            "tooltip": "Inpainting only: 1 where the face is missing (painted white before GPEN fills it). One mask "
+                       "for the batch, or one per image; the images' size."}),
     }
 
 
@@ -150,6 +146,5 @@ ALIGNED = NodeSpec(
     description="Runs GPEN on already aligned face crops, no detection: restoration, or with the official models "
                 "colorization, inpainting (optional MASK) and seg2face. Each image comes back at its own size.",
     inputs=_aligned_inputs,
-    optional=_aligned_optional,
     outputs=[("IMAGE", "faces", "The processed faces, each the size of its input image.")],
 )

@@ -56,7 +56,7 @@ class GPENAlignedFaces:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": specs.ALIGNED.inputs(), "optional": specs.ALIGNED.optional()}
+        return _input_types(specs.ALIGNED)
 
     def process(self, image, gpen_model, task: str, mask=None) -> tuple:
         return run.aligned(image, gpen_model, task=task, mask=mask)

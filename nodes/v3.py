@@ -15,10 +15,7 @@ def _io_type(name: str):
 
 def _schema(spec: specs.NodeSpec) -> io.Schema:
     inputs = []
-    entries = [(entry, False) for entry in spec.inputs().items()] + [(e, True) for e in spec.optional().items()]
-    for (name, (kind, options)), optional in entries:
-        if optional:
-            options = {**options, "optional": True}
+    for name, (kind, options) in spec.inputs().items():
         if isinstance(kind, list):
             inputs.append(io.Combo.Input(name, options=kind, **options))
         else:
