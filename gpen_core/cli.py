@@ -503,46 +503,30 @@ def _float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _ranged(parse, low: float, high: float | None = None, low_name: str | None = None):
+    """An argparse type: ``parse`` the text, then require ``low <= value`` (and ``<= high`` when given); the
+    message names the range ("at least 1", "0 or more", "between 1 and 100")."""
+    low_text = f"{low:g}" + (f" ({low_name})" if low_name else "")
+    if high is not None:
+        wanted = f"between {low_text} and {high:g}"
+    else:
+        wanted = "0 or more" if low == 0 else f"at least {low_text}"
+
+    def check(text: str):
+        value = parse(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return check
 
 
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _quality(text: str) -> int:
-    value = _int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
-    return value
-
-
-def _crf(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 51:
-        raise argparse.ArgumentTypeError(f"must be between 0 (lossless) and 51, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    value = _float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+_positive_int = _ranged(_int, 1)
+_non_negative_int = _ranged(_int, 0)
+_quality = _ranged(_int, 1, 100)
+_crf = _ranged(_int, 0, 51, "lossless")
+_non_negative_float = _ranged(_float, 0)
+_unit_float = _ranged(_float, 0, 1)
 
 
 def _suffix(text: str) -> str:
